@@ -1,0 +1,214 @@
+"""Readers for the on-disk formats data sets are published in.
+
+Pure functions from files to uint8 NHWC arrays and int labels; they know
+nothing about configs, caches or downloads (see `sources.py`, `remote.py`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Pooled order of split folders inside an archive: train first, then test.
+_SPLIT_ORDER = {"train": 0, "val": 1, "validation": 1, "test": 2}
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+  """Reads an IDX file of unsigned bytes (gzipped if its name ends in .gz).
+
+  Raises:
+    ValueError: if the file is corrupt, truncated or not a ubyte IDX file of
+      `ndim` dimensions.
+  """
+  path = Path(path)
+  try:
+    if path.suffix == ".gz":
+      with gzip.open(path, "rb") as f:
+        data = f.read()
+    else:
+      data = path.read_bytes()
+  except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+    raise ValueError(f"{path} is corrupt or truncated: {e}") from e
+  if len(data) < 4:
+    raise ValueError(f"{path} is truncated: {len(data)} bytes, no IDX header")
+  zero, dtype_code, file_ndim = struct.unpack(">HBB", data[:4])
+  # 0x08 = unsigned byte, the only type MNIST-style files use.
+  if zero != 0 or dtype_code != 0x08 or file_ndim != ndim:
+    raise ValueError(
+        f"{path} is not a ubyte IDX file with {ndim} dimensions: magic number "
+        f"{data[:4].hex()}, expected 000008{ndim:02x}")
+  header = 4 + 4 * ndim
+  if len(data) < header:
+    raise ValueError(f"{path} is truncated inside its header")
+  shape = struct.unpack(f">{ndim}I", data[4:header])
+  expected = int(np.prod(shape))
+  if len(data) - header != expected:
+    raise ValueError(
+        f"{path} is truncated or padded: header says shape {shape} "
+        f"({expected} bytes), file has {len(data) - header} bytes of data")
+  return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
+  """Crops the central square of `image` and resizes it to size x size."""
+  w, h = image.size
+  side = min(w, h)
+  left, top = (w - side) // 2, (h - side) // 2
+  image = image.crop((left, top, left + side, top + side))
+  if side != size:
+    image = image.resize((size, size), Image.Resampling.BICUBIC)
+  return image
+
+
+def decode_image(source, mode: str, size: int | None = None) -> np.ndarray:
+  """Decodes an image (path or bytes) to an HxWxC uint8 array in `mode`."""
+  if isinstance(source, bytes):
+    source = io.BytesIO(source)
+  with Image.open(source) as image:
+    if image.mode != mode:
+      image = image.convert(mode)
+    if size is not None:
+      image = center_crop_resize(image, size)
+    array = np.asarray(image, dtype=np.uint8)
+  return array[..., None] if array.ndim == 2 else array
+
+
+def _mode_of(source) -> str:
+  """'L' for grey images, 'RGB' otherwise; decided by one image of a set."""
+  if isinstance(source, bytes):
+    source = io.BytesIO(source)
+  with Image.open(source) as image:
+    return "L" if image.mode in _GREY_MODES else "RGB"
+
+
+def _stack(arrays: list[np.ndarray], names: list[str], where) -> np.ndarray:
+  shapes = {a.shape for a in arrays}
+  if len(shapes) > 1:
+    first = arrays[0].shape
+    odd = next(n for n, a in zip(names, arrays) if a.shape != first)
+    raise ValueError(
+        f"images in {where} differ in size: {names[0]} is {first}, {odd} is "
+        f"not; pass a size to resize them")
+  return np.stack(arrays)
+
+
+def _is_image(name: str) -> bool:
+  return name.lower().endswith(IMAGE_SUFFIXES) and not os.path.basename(
+      name).startswith(".")
+
+
+def read_image_tar(
+    path: Path, mode: str = "RGB"
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+  """Reads `<top>/<split>/<class>/<file>` images from a tar, not extracting.
+
+  The archive is read once as a stream ("r|*": no seeking, faster than
+  random access into a .tar.gz). Splits are pooled train, then val, then test;
+  within a split images are ordered by class name, then file name. Class
+  names are sorted alphabetically; labels index them.
+  """
+  path = Path(path)
+  decoded: dict[tuple[int, str, str], np.ndarray] = {}
+  try:
+    with tarfile.open(path, "r|*") as tar:
+      for member in tar:
+        if not member.isfile() or not _is_image(member.name):
+          continue
+        parts = member.name.split("/")
+        if len(parts) < 3 or parts[-3] not in _SPLIT_ORDER:
+          raise ValueError(
+              f"{path}: member {member.name!r} is not <split>/<class>/<file> "
+              f"with split in {sorted(_SPLIT_ORDER)}")
+        key = (_SPLIT_ORDER[parts[-3]], parts[-2], parts[-1])
+        data = tar.extractfile(member).read()
+        decoded[key] = decode_image(data, mode)
+  except (tarfile.TarError, EOFError, zlib.error) as e:
+    raise ValueError(f"{path} is corrupt or truncated: {e}") from e
+  if not decoded:
+    raise ValueError(f"{path} holds no images")
+  keys = sorted(decoded)
+  class_names = tuple(sorted({k[1] for k in keys}))
+  index = {c: i for i, c in enumerate(class_names)}
+  images = _stack([decoded.pop(k) for k in keys], ["/".join(map(str, k))
+                                                   for k in keys], path)
+  labels = np.array([index[k[1]] for k in keys], np.int32)
+  return images, labels, class_names
+
+
+def list_image_folder(root: Path) -> tuple[list[Path], np.ndarray,
+                                           tuple[str, ...]]:
+  """Lists `<root>/<class>/<image>` files sorted by class, then file name."""
+  root = Path(root)
+  class_names = tuple(sorted(
+      d.name for d in root.iterdir() if d.is_dir() and
+      not d.name.startswith(".")))
+  files, labels = [], []
+  for label, name in enumerate(class_names):
+    found = sorted(f for f in (root / name).iterdir()
+                   if f.is_file() and _is_image(f.name))
+    files.extend(found)
+    labels.extend([label] * len(found))
+  return files, np.array(labels, np.int32), class_names
+
+
+def read_images(files: Iterable[Path], where, size: int | None = None,
+                mode: str | None = None) -> np.ndarray:
+  """Decodes image files into one NHWC uint8 array.
+
+  Args:
+    files: image paths, in the order wanted.
+    where: what to name in errors (a folder).
+    size: if given, every image is center-cropped and resized to size x size.
+    mode: 'L' or 'RGB'; by default grey if the first image is grey.
+  """
+  files = list(files)
+  if not files:
+    raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {where}")
+  mode = mode or _mode_of(files[0])
+  arrays = [decode_image(f, mode, size) for f in files]
+  return _stack(arrays, [str(f) for f in files], where)
+
+
+def read_celeba_attributes(attr_file: Path, hair_attributes: tuple[str, ...]
+                           ) -> tuple[list[str], np.ndarray]:
+  """Reads CelebA's list_attr_celeba.txt; labels = which hair colour is set.
+
+  Returns the image file names and labels (index into `hair_attributes`) of
+  the images with exactly one of `hair_attributes` set; the others are
+  skipped, since their class is ambiguous.
+  """
+  lines = Path(attr_file).read_text().splitlines()
+  # Line 1 is the image count, line 2 the attribute names, then one row per
+  # image: "<file> 1 -1 ...".
+  if len(lines) < 2:
+    raise ValueError(f"{attr_file} is truncated: no attribute-name line")
+  names = lines[1].split()
+  missing = [a for a in hair_attributes if a not in names]
+  if missing:
+    raise ValueError(f"{attr_file} lacks attributes {missing}")
+  columns = [names.index(a) for a in hair_attributes]
+  files, labels = [], []
+  for row_number, line in enumerate(lines[2:], start=3):
+    row = line.split()
+    if not row:
+      continue
+    if len(row) != len(names) + 1:
+      raise ValueError(
+          f"{attr_file}:{row_number} has {len(row) - 1} values, expected "
+          f"{len(names)}")
+    hits = [i for i, c in enumerate(columns) if row[c + 1] == "1"]
+    if len(hits) == 1:
+      files.append(row[0])
+      labels.append(hits[0])
+  return files, np.array(labels, np.int32)

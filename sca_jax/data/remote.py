@@ -1,0 +1,158 @@
+"""Downloads, TFDS data sources and the local cache of decoded arrays.
+
+Everything that touches the network or `~/.cache/sca_jax` lives here, so the
+readers stay pure and the tests can point the cache at a temporary folder
+(`SCA_JAX_CACHE_DIR`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+CACHE_ENV = "SCA_JAX_CACHE_DIR"
+# Bump when a reader's output for the same files changes, to drop old caches.
+CACHE_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+  """`$SCA_JAX_CACHE_DIR`, else `~/.cache/sca_jax`."""
+  return Path(os.environ.get(CACHE_ENV) or
+              Path.home() / ".cache" / "sca_jax").expanduser()
+
+
+def file_fingerprint(path: Path) -> str:
+  """sha256 of a file's first MiB and its size: cheap, survives copying."""
+  path = Path(path)
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    digest.update(f.read(_CHUNK))
+  digest.update(str(path.stat().st_size).encode())
+  return digest.hexdigest()
+
+
+def files_fingerprint(paths: Sequence[Path], root: Path) -> str:
+  """sha256 over the relative names, sizes and mtimes of many files."""
+  digest = hashlib.sha256()
+  for p in paths:
+    stat = Path(p).stat()
+    rel = os.path.relpath(p, root)
+    digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+  return digest.hexdigest()
+
+
+def cached_arrays(
+    stem: str, key: str, build: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+  """Returns `build()`, saved as / loaded from an .npz in the cache dir.
+
+  A cache that cannot be read or written is ignored (read-only home, full
+  disk): the data is then decoded again, never wrong.
+  """
+  digest = hashlib.sha256(f"{CACHE_VERSION}:{key}".encode()).hexdigest()
+  path = cache_dir() / f"{stem}-{digest[:20]}.npz"
+  if path.exists():
+    try:
+      # allow_pickle=False: a cache file must never be able to run code.
+      with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+      pass
+  arrays = build()
+  tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)  # Atomic: readers never see half a file.
+  except OSError:
+    tmp.unlink(missing_ok=True)
+  return arrays
+
+
+def download(url: str, dest: Path, md5: str | None = None,
+             sha256: str | None = None, timeout: float = 60.0) -> Path:
+  """Downloads `url` to `dest` unless a file with the right checksum is there.
+
+  Raises:
+    ConnectionError: the download failed (e.g. no network); the message says
+      where to put the file by hand.
+    ValueError: the downloaded file has the wrong checksum.
+  """
+  dest = Path(dest)
+
+  def checksum_ok(path: Path) -> bool:
+    if md5 is None and sha256 is None:
+      return True
+    h = hashlib.md5() if md5 is not None else hashlib.sha256()
+    with open(path, "rb") as f:
+      while chunk := f.read(_CHUNK):
+        h.update(chunk)
+    return h.hexdigest() == (md5 if md5 is not None else sha256)
+
+  if dest.exists() and checksum_ok(dest):
+    return dest
+  dest.parent.mkdir(parents=True, exist_ok=True)
+  tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+  try:
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(
+        tmp, "wb") as f:
+      while chunk := response.read(_CHUNK):
+        f.write(chunk)
+  except (urllib.error.URLError, OSError) as e:
+    tmp.unlink(missing_ok=True)
+    raise ConnectionError(
+        f"could not download {url} to {dest}: {e}. If this machine is "
+        f"offline, fetch the file elsewhere, put it under "
+        f"<data_dir>/<data set name>/ and set config.data.data_dir or "
+        f"SCA_JAX_DATA_DIR to <data_dir>.") from e
+  if not checksum_ok(tmp):
+    tmp.unlink(missing_ok=True)
+    raise ValueError(f"{url} downloaded with a wrong checksum; not saved")
+  os.replace(tmp, dest)
+  return dest
+
+
+def tfds_examples(
+    name: str, splits: Sequence[str], convert: Callable[[dict[str, Any]],
+                                                        Any] | None = None,
+    data_dir: str | None = None, batch: int = 1024
+) -> list[list[Any]]:
+  """Every example of `splits` of TFDS data set `name`, via `tfds.data_source`.
+
+  Only the array_record data source works without TensorFlow (`tfds.load`
+  needs it). `convert` maps an example to what to keep (e.g. a resized image
+  and a label) so large sets are not held twice.
+  """
+  import tensorflow_datasets as tfds  # Slow import; only this path needs it.
+
+  try:
+    sources = tfds.data_source(
+        name, split=list(splits), data_dir=data_dir, download=True,
+        builder_kwargs={"file_format": "array_record"})
+  except Exception as e:  # TFDS raises many types; all mean "not available".
+    raise RuntimeError(
+        f"tfds.data_source({name!r}) failed: {e}. To use local files "
+        f"instead, set config.data.data_dir or SCA_JAX_DATA_DIR to a folder "
+        f"holding {name}/ in the published format.") from e
+  convert = convert or (lambda example: example)
+  out = []
+  for source in sources:
+    examples = []
+    for start in range(0, len(source), batch):
+      keys = list(range(start, min(start + batch, len(source))))
+      if hasattr(source, "__getitems__"):
+        items = source.__getitems__(keys)
+      else:
+        items = [source[k] for k in keys]
+      examples.extend(convert(item) for item in items)
+    out.append(examples)
+  return out

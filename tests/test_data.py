@@ -1,0 +1,458 @@
+"""Tests for sca_jax.data: real files in the shared data dir, tiny fakes."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import struct
+import tarfile
+import time
+import urllib.error
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from sca_jax import data
+from sca_jax.data import readers
+from sca_jax.data import remote
+from sca_jax.data import sources
+
+ALL_SOURCES = ["celeb_a", "cifar10", "fashion_mnist", "medical_mnist", "mnist",
+               "olivetti_faces", "pneumoniamnist"]
+
+
+def _shared_data_dir() -> Path:
+  env = os.environ.get(sources.DATA_DIR_ENV)
+  return Path(env) if env else (
+      Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+DATA_DIR = _shared_data_dir()
+needs_data = pytest.mark.skipif(
+    not (DATA_DIR / "mnist").is_dir(),
+    reason=f"real data not found at {DATA_DIR}; set {sources.DATA_DIR_ENV}")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+  # Never read or write the user's ~/.cache from tests.
+  monkeypatch.setenv(remote.CACHE_ENV, str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def mnist():
+  if not (DATA_DIR / "mnist").is_dir():
+    pytest.skip(f"real data not found at {DATA_DIR}")
+  return data.load_source("mnist", str(DATA_DIR))
+
+
+def _cfg(**kw) -> ml_collections.ConfigDict:
+  cfg = dict(name="olivetti_faces", data_dir=str(DATA_DIR),
+             train_fraction=0.7, max_train=None, max_test=None, max_aux=None)
+  cfg.update(kw)
+  return ml_collections.ConfigDict(cfg)
+
+
+# --- directory resolution and errors -------------------------------------
+
+
+def test_resolve_data_dir(monkeypatch):
+  monkeypatch.setenv(sources.DATA_DIR_ENV, "/from/env")
+  assert data.resolve_data_dir("/given") == "/given"
+  assert data.resolve_data_dir(None) == "/from/env"
+  assert data.resolve_data_dir("") == "/from/env"
+  monkeypatch.delenv(sources.DATA_DIR_ENV)
+  assert data.resolve_data_dir(None) is None
+
+
+def test_registry_has_every_source():
+  assert data.SOURCES.names() == ALL_SOURCES
+
+
+def test_unknown_name_lists_allowed():
+  with pytest.raises(ValueError, match="data.name") as e:
+    data.load_source("mnsit", "/nowhere")
+  for name in ALL_SOURCES:
+    assert name in str(e.value)
+
+
+@pytest.mark.parametrize("name,file", [
+    ("mnist", "train-images-idx3-ubyte.gz"),
+    ("cifar10", "cifar10-jpeg.tar.gz"),
+    ("olivetti_faces", "olivettifaces.mat"),
+    ("pneumoniamnist", "pneumoniamnist.npz"),
+])
+def test_missing_file_names_path_and_settings(tmp_path, name, file):
+  with pytest.raises(FileNotFoundError) as e:
+    data.load_source(name, str(tmp_path))
+  message = str(e.value)
+  assert str(tmp_path / name / file) in message
+  assert "config.data.data_dir" in message
+  assert sources.DATA_DIR_ENV in message
+
+
+def _write_idx(path: Path, array: np.ndarray, claim_shape=None):
+  shape = claim_shape or array.shape
+  header = struct.pack(">HBB", 0, 8, len(shape)) + struct.pack(
+      f">{len(shape)}I", *shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_roundtrip_and_corrupt_files(tmp_path):
+  x = np.arange(5 * 28 * 28).reshape(5, 28, 28) % 256
+  good = tmp_path / "good-idx3-ubyte.gz"
+  _write_idx(good, x)
+  np.testing.assert_array_equal(readers.read_idx(good, 3), x)
+  with pytest.raises(ValueError, match="dimensions"):
+    readers.read_idx(good, 1)  # Wrong magic number for a label file.
+  short = tmp_path / "short.gz"
+  _write_idx(short, x, claim_shape=(10, 28, 28))
+  with pytest.raises(ValueError, match="truncated"):
+    readers.read_idx(short, 3)
+  cut = tmp_path / "cut.gz"
+  cut.write_bytes(good.read_bytes()[:-40])  # A download stopped midway.
+  with pytest.raises(ValueError, match="corrupt or truncated"):
+    readers.read_idx(cut, 3)
+
+
+def test_corrupt_idx_through_load_source(tmp_path):
+  folder = tmp_path / "mnist"
+  folder.mkdir()
+  _write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((3, 28, 28)),
+             claim_shape=(4, 28, 28))
+  _write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(3))
+  with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz"):
+    data.load_source("mnist", str(tmp_path))
+
+
+# --- real data -------------------------------------------------------------
+
+
+@needs_data
+def test_shared_files_match_sha256sums():
+  sums = DATA_DIR / "SHA256SUMS"
+  if not sums.exists():
+    pytest.skip(f"no {sums}")
+  for line in sums.read_text().splitlines():
+    digest, name = line.split()
+    actual = hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest()
+    assert actual == digest, f"{name} does not match {sums}"
+
+
+@needs_data
+def test_mnist(mnist):
+  assert mnist.images.shape == (70000, 28, 28, 1)
+  assert mnist.images.dtype == np.uint8 and mnist.labels.dtype == np.int32
+  assert set(np.unique(mnist.labels)) == set(range(10))
+  assert mnist.num_classes == 10
+  assert mnist.labels[0] == 5  # First train label.
+  assert mnist.labels[60000] == 7  # First t10k label: pooled train, then test.
+  assert "t10k-images-idx3-ubyte.gz" in mnist.origin
+
+
+@needs_data
+def test_fashion_mnist():
+  raw = data.load_source("fashion_mnist", str(DATA_DIR))
+  assert raw.images.shape == (70000, 28, 28, 1)
+  assert raw.num_classes == 10 and len(raw.class_names) == 10
+  np.testing.assert_array_equal(np.bincount(raw.labels), [7000] * 10)
+
+
+@needs_data
+def test_olivetti_faces():
+  raw = data.load_source("olivetti_faces", str(DATA_DIR))
+  assert raw.images.shape == (400, 64, 64, 1)
+  assert raw.num_classes == 40
+  np.testing.assert_array_equal(np.bincount(raw.labels), [10] * 40)
+  for k in (0, 17, 39):
+    np.testing.assert_array_equal(raw.labels[10 * k:10 * k + 10], k)
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  faces = scipy.io.loadmat(DATA_DIR / "olivetti_faces" / "olivettifaces.mat")
+  np.testing.assert_array_equal(raw.images[123, :, :, 0],
+                                faces["faces"][:, 123].reshape(64, 64).T)
+
+
+@needs_data
+def test_pneumoniamnist():
+  raw = data.load_source("pneumoniamnist", str(DATA_DIR))
+  assert raw.images.shape == (3882 + 524 + 624, 28, 28, 1)
+  assert raw.num_classes == 2 and raw.class_names == ("normal", "pneumonia")
+  with np.load(DATA_DIR / "pneumoniamnist" / "pneumoniamnist.npz") as npz:
+    np.testing.assert_array_equal(raw.images[0, ..., 0], npz["train_images"][0])
+    np.testing.assert_array_equal(raw.labels[-624:], npz["test_labels"][:, 0])
+
+
+@needs_data
+def test_cifar10_full_and_cached():
+  start = time.perf_counter()
+  raw = data.load_source("cifar10", str(DATA_DIR))
+  decode_s = time.perf_counter() - start
+  assert raw.images.shape == (60000, 32, 32, 3)
+  assert raw.class_names == sources.CIFAR10_CLASSES  # Sorted = official.
+  np.testing.assert_array_equal(np.bincount(raw.labels[:50000]), [5000] * 10)
+  np.testing.assert_array_equal(np.bincount(raw.labels[50000:]), [1000] * 10)
+  start = time.perf_counter()
+  again = data.load_source("cifar10", str(DATA_DIR))
+  assert time.perf_counter() - start < decode_s / 3  # Came from the cache.
+  np.testing.assert_array_equal(again.images, raw.images)
+  np.testing.assert_array_equal(again.labels, raw.labels)
+
+
+# --- small fakes ------------------------------------------------------------
+
+
+def _png(path: Path, value, size=(6, 5), mode="L"):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.new(mode, size, value).save(path)
+
+
+def test_image_tar_order_and_cache(tmp_path):
+  folder = tmp_path / "cifar10"
+  folder.mkdir()
+  tar_path = folder / "cifar10-jpeg.tar.gz"
+
+  def write(values):
+    with tarfile.open(tar_path, "w:gz") as tar:
+      # Stored test first and classes unsorted, as the real archive has it.
+      for split, cls, i, value in values:
+        buf = io.BytesIO()
+        mode = "L" if cls == "bird" else "RGB"  # A grey JPEG must become RGB.
+        Image.new(mode, (32, 32), value).save(buf, "PNG")
+        info = tarfile.TarInfo(f"cifar10/{split}/{cls}/{i:04d}.jpg")
+        info.size = len(buf.getvalue())
+        tar.addfile(info, io.BytesIO(buf.getvalue()))
+
+  values = [("test", "cat", 0, (9, 9, 9)), ("train", "cat", 1, (3, 3, 3)),
+            ("train", "bird", 0, 1), ("train", "cat", 0, (2, 2, 2))]
+  write(values)
+  raw = data.load_source("cifar10", str(tmp_path))
+  assert raw.class_names == ("bird", "cat")
+  np.testing.assert_array_equal(raw.labels, [0, 1, 1, 1])
+  np.testing.assert_array_equal(raw.images[:, 0, 0], [[1, 1, 1], [2, 2, 2],
+                                                      [3, 3, 3], [9, 9, 9]])
+  write(values[:-1])  # New content: the cache must not answer for it.
+  assert len(data.load_source("cifar10", str(tmp_path))) == 3
+
+
+def test_medical_mnist_image_folder(tmp_path):
+  root = tmp_path / "medical_mnist"
+  for c, cls in enumerate(["HeadCT", "Hand"]):
+    for i in range(3):
+      _png(root / cls / f"{i:06d}.png", 10 * c + i)
+  (root / "Hand" / "notes.txt").write_text("not an image")
+  raw = data.load_source("medical_mnist", str(tmp_path))
+  assert raw.class_names == ("Hand", "HeadCT")
+  assert raw.images.shape == (6, 5, 6, 1)
+  np.testing.assert_array_equal(raw.labels, [0, 0, 0, 1, 1, 1])
+  np.testing.assert_array_equal(raw.images[:, 0, 0, 0], [10, 11, 12, 0, 1, 2])
+  with pytest.raises(FileNotFoundError, match="medical_mnist"):
+    data.load_source("medical_mnist", str(tmp_path / "empty"))
+
+
+def test_celeb_a_class_folders_resized(tmp_path):
+  for c, cls in enumerate(["Blond_Hair", "Black_Hair"]):
+    for i in range(3):
+      _png(tmp_path / "celeb_a" / cls / f"{i}.png", (c, i, 7), (80, 100),
+           "RGB")
+  raw = data.load_source("celeb_a", str(tmp_path))
+  assert raw.images.shape == (6, 64, 64, 3)
+  assert raw.class_names == ("Black_Hair", "Blond_Hair")
+  np.testing.assert_array_equal(raw.images[4, 10, 10], (0, 1, 7))
+
+
+def test_celeb_a_attribute_layout(tmp_path):
+  root = tmp_path / "celeb_a"
+  attrs = ["Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses",
+           "Gray_Hair"]
+  rows = {"000001.jpg": "-1  1 -1 -1  1 -1",  # Black.
+          "000002.jpg": "-1 -1  1  1 -1 -1",  # Blond and brown: skipped.
+          "000003.jpg": " 1 -1 -1 -1 -1 -1",  # Bald, no colour: skipped.
+          "000004.jpg": "-1 -1 -1 -1 -1  1",  # Gray.
+          "000005.jpg": "-1 -1 -1  1 -1 -1"}  # Brown.
+  lines = [str(len(rows)), " ".join(attrs)] + [
+      f"{k} {v}" for k, v in rows.items()]
+  root.mkdir()
+  (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+  for k in rows:
+    # 30 wide, 40 high: the central 30x30 square is green, the rest is not.
+    image = np.zeros((40, 30, 3), np.uint8)
+    image[:5], image[5:35], image[35:] = (255, 0, 0), (0, 200, 0), (0, 0, 255)
+    path = root / "img_align_celeba" / k
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(image).save(path, "PNG")  # PIL reads by content.
+  raw = data.load_source("celeb_a", str(tmp_path))
+  np.testing.assert_array_equal(raw.labels, [0, 3, 2])
+  assert raw.class_names == sources.CELEBA_HAIR
+  assert raw.images.shape == (3, 64, 64, 3)
+  np.testing.assert_allclose(raw.images[:, [0, -1]].reshape(-1, 3).mean(0),
+                             (0, 200, 0), atol=2)
+  (root / "img_align_celeba" / "000004.jpg").unlink()
+  with pytest.raises(FileNotFoundError, match="000004.jpg"):
+    data.load_source("celeb_a", str(tmp_path))
+
+
+def test_cache_rebuilds_bad_files_and_never_unpickles(tmp_path):
+  calls = []
+
+  def build():
+    calls.append(1)
+    return {"x": np.arange(3)}
+
+  assert remote.cached_arrays("t", "k", build)["x"].tolist() == [0, 1, 2]
+  assert remote.cached_arrays("t", "k", build)["x"].tolist() == [0, 1, 2]
+  assert len(calls) == 1
+  (path,) = (tmp_path / "cache").glob("t-*.npz")
+  with path.open("wb") as f:
+    np.savez(f, x=np.array([{"evil": 1}], dtype=object))
+  assert remote.cached_arrays("t", "k", build)["x"].tolist() == [0, 1, 2]
+  path.write_bytes(b"garbage")
+  assert remote.cached_arrays("t", "k", build)["x"].tolist() == [0, 1, 2]
+  assert len(calls) == 3
+  a, b = tmp_path / "a", tmp_path / "b"
+  a.write_bytes(b"x" * 100)
+  b.write_bytes(b"y" * 100)  # Same size, other content.
+  assert remote.file_fingerprint(a) != remote.file_fingerprint(b)
+
+
+# --- downloads and TFDS, with the network replaced ------------------------
+
+
+class _FakeSource(list):
+
+  def __getitems__(self, keys):
+    return [self[k] for k in keys]
+
+
+def test_tfds_fallback_pools_train_then_test(monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def fake_data_source(name, **kwargs):
+    calls.append((name, kwargs))
+    return [_FakeSource({"image": np.full((28, 28, 1), i, np.uint8),
+                         "label": np.int64(i % 10)} for i in range(n))
+            for n in (5, 3)]
+
+  monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
+  monkeypatch.setattr(tfds, "data_source", fake_data_source)
+  raw = data.load_source("fashion_mnist", None)
+  name, kwargs = calls[0]
+  assert name == "fashion_mnist" and kwargs["split"] == ["train", "test"]
+  assert kwargs["download"] is True
+  assert kwargs["builder_kwargs"] == {"file_format": "array_record"}
+  assert raw.images.shape == (8, 28, 28, 1) and raw.num_classes == 10
+  np.testing.assert_array_equal(raw.labels, [0, 1, 2, 3, 4, 0, 1, 2])
+
+
+def test_tfds_celeb_a_labels(monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def example(*hair):
+    attributes = {a: a in hair for a in sources.CELEBA_HAIR + ("Bald",)}
+    return {"image": np.zeros((218, 178, 3), np.uint8),
+            "attributes": attributes}
+
+  split = _FakeSource([example("Gray_Hair"), example(), example("Blond_Hair"),
+                       example("Black_Hair", "Brown_Hair")])
+  monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
+  monkeypatch.setattr(tfds, "data_source",
+                      lambda name, **kw: [split, _FakeSource(), split])
+  raw = data.load_source("celeb_a", None)
+  assert raw.images.shape == (4, 64, 64, 3)
+  np.testing.assert_array_equal(raw.labels, [3, 1, 3, 1])
+
+
+def test_pneumoniamnist_download(monkeypatch, tmp_path):
+  monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
+
+  def offline(*args, **kwargs):
+    raise urllib.error.URLError("no network")
+
+  monkeypatch.setattr(remote.urllib.request, "urlopen", offline)
+  with pytest.raises(ConnectionError, match="zenodo.org.*SCA_JAX_DATA_DIR"):
+    data.load_source("pneumoniamnist", None)
+
+  buf = io.BytesIO()
+  splits = {"train": 3, "val": 1, "test": 2}
+  np.savez(buf, **{f"{s}_images": np.zeros((n, 28, 28), np.uint8)
+                   for s, n in splits.items()},
+           **{f"{s}_labels": np.ones((n, 1), np.uint8)
+              for s, n in splits.items()})
+  payload = buf.getvalue()
+  monkeypatch.setattr(sources, "PNEUMONIA_MD5",
+                      hashlib.md5(payload).hexdigest())
+  monkeypatch.setattr(remote.urllib.request, "urlopen",
+                      lambda *a, **k: io.BytesIO(payload))
+  raw = data.load_source("pneumoniamnist", None)
+  assert raw.images.shape == (6, 28, 28, 1)
+  assert (tmp_path / "cache" / "pneumoniamnist" /
+          "pneumoniamnist.npz").read_bytes() == payload
+  monkeypatch.setattr(remote.urllib.request, "urlopen", offline)
+  assert len(data.load_source("pneumoniamnist", None)) == 6  # No re-download.
+
+
+# --- splits -----------------------------------------------------------------
+
+
+@needs_data
+def test_splits_sizes_and_values():
+  s = data.make_splits(_cfg(name="mnist"), seed=0)
+  assert (len(s.train_x), len(s.test_x), len(s.aux_x)) == (49000, 21000, 21000)
+  assert s.image_shape == (28, 28, 1) and s.num_classes == 10
+  for x, y in ((s.train_x, s.train_y), (s.test_x, s.test_y),
+               (s.aux_x, s.aux_y)):
+    assert x.dtype == np.float32 and y.dtype == np.int32
+    assert x.min() >= 0 and x.max() <= 1
+  assert s.train_x.max() == 1.0
+
+
+@needs_data
+def test_splits_deterministic_and_disjoint():
+  raw = data.load_source("olivetti_faces", str(DATA_DIR))
+  a = data.make_splits(_cfg(), seed=3)
+  b = data.make_splits(_cfg(), seed=3)
+  c = data.make_splits(_cfg(), seed=4)
+  np.testing.assert_array_equal(a.train_index, b.train_index)
+  np.testing.assert_array_equal(a.train_x, b.train_x)
+  assert not np.array_equal(a.train_index, c.train_index)
+  assert len(a.train_index) == 280 and len(a.test_index) == 120
+  assert not set(a.train_index) & set(a.test_index)
+  assert not set(a.train_index) & set(a.aux_index)
+  assert set(a.train_index) | set(a.test_index) == set(range(400))
+  np.testing.assert_array_equal(a.test_y, raw.labels[a.test_index])
+  np.testing.assert_array_equal(a.aux_x[5] * 255,
+                                raw.images[a.aux_index[5]])
+
+
+@needs_data
+def test_splits_cuts():
+  s = data.make_splits(_cfg(max_train=100, max_test=50, max_aux=30), seed=1)
+  assert (len(s.train_x), len(s.test_x), len(s.aux_x)) == (100, 50, 30)
+  assert not set(s.test_index) & set(s.aux_index)  # 50 + 30 <= 120 held out.
+  full = data.make_splits(_cfg(max_train=0), seed=1)
+  np.testing.assert_array_equal(s.train_index, full.train_index[:100])
+  np.testing.assert_array_equal(s.test_index, full.test_index[:50])
+  np.testing.assert_array_equal(s.aux_index, full.aux_index[-30:])
+  big = data.make_splits(_cfg(max_aux=1000), seed=1)
+  assert len(big.aux_index) == 120  # A cut larger than the part keeps all.
+
+
+@pytest.mark.parametrize("field,value", [
+    ("train_fraction", 1.5), ("train_fraction", 0), ("train_fraction", "0.7"),
+    ("max_train", -1), ("max_test", 2.5), ("max_aux", True)])
+def test_bad_config_fails_before_loading(field, value):
+  # With this data dir loading would raise FileNotFoundError, not ValueError.
+  cfg = _cfg(data_dir="/no/such/dir", **{field: value})
+  with pytest.raises(ValueError, match=f"config.data.{field}"):
+    data.make_splits(cfg, seed=0)
+
+
+def test_unknown_name_in_splits():
+  with pytest.raises(ValueError, match="allowed"):
+    data.make_splits(_cfg(name="svhn", data_dir="/no/such/dir"), seed=0)

@@ -1,0 +1,185 @@
+"""LCA solver against an independent dense NumPy solver of the same objective."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sca_jax import lca
+
+
+def dense_dictionary(D_KKCF: np.ndarray, hw: tuple[int, int],
+                     stride: int) -> np.ndarray:
+  """The decoder as an explicit matrix, built atom placement by placement.
+
+  Column (i, j, f) holds atom f placed with its centre offset by the "same"
+  padding at output position (i, j), clipped at the image border. Written
+  without any convolution routine so it checks `lca.decode` independently.
+  """
+  k, _, c, f = D_KKCF.shape
+  h, w = hw
+  lo_h, _ = lca.same_padding(h, k, stride)
+  lo_w, _ = lca.same_padding(w, k, stride)
+  oh, ow = -(-h // stride), -(-w // stride)
+  cols = []
+  for i in range(oh):
+    for j in range(ow):
+      for ff in range(f):
+        img = np.zeros((h, w, c))
+        for di in range(k):
+          for dj in range(k):
+            y, x = i * stride - lo_h + di, j * stride - lo_w + dj
+            if 0 <= y < h and 0 <= x < w:
+              img[y, x, :] = D_KKCF[di, dj, :, ff]
+        cols.append(img.ravel())
+  return np.stack(cols, axis=1)  # (h*w*c, oh*ow*f), code order (i, j, f)
+
+
+def fista_nonneg(A: np.ndarray, x: np.ndarray, lam: float,
+                 iters: int = 20000) -> np.ndarray:
+  """Projected FISTA for min 0.5||x - A a||^2 + lam sum(a), a >= 0."""
+  L = np.linalg.norm(A, 2) ** 2
+  a = z = np.zeros(A.shape[1])
+  t = 1.0
+  for _ in range(iters):
+    a_new = np.maximum(z - (A.T @ (A @ z - x) + lam) / L, 0.0)
+    t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
+    z = a_new + (t - 1) / t_new * (a_new - a)
+    a, t = a_new, t_new
+  return a
+
+
+def dense_objective(A, x, a, lam):
+  return 0.5 * np.sum((x - A @ a) ** 2) + lam * np.sum(np.abs(a))
+
+
+def _problem(seed, hw=(8, 8), c=2, f=3, k=3):
+  rng = np.random.default_rng(seed)
+  D = np.asarray(lca.init_dictionary(jax.random.key(seed), k, c, f))
+  x = rng.normal(size=(1, *hw, c)).astype(np.float32)
+  return D, x
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_decode_is_the_dense_matrix_and_encode_its_adjoint(stride):
+  D, x = _problem(0, hw=(7, 9))
+  A = dense_dictionary(D, (7, 9), stride)
+  oh, ow = -(-7 // stride), -(-9 // stride)
+  a = np.random.default_rng(1).normal(size=(1, oh, ow, 3)).astype(np.float32)
+  recon = lca.decode(jnp.asarray(a), jnp.asarray(D), stride, (7, 9))
+  np.testing.assert_allclose(np.asarray(recon).ravel(), A @ a.ravel(),
+                             atol=1e-5)
+  enc = lca.encode(jnp.asarray(x[..., :2]), jnp.asarray(D), stride)
+  np.testing.assert_allclose(np.asarray(enc).ravel(), A.T @ x.ravel(),
+                             atol=1e-5)
+
+
+def test_lateral_term_equals_dense_gram_minus_identity():
+  D, _ = _problem(2)
+  A = dense_dictionary(D, (8, 8), 1)
+  a = np.abs(np.random.default_rng(3).normal(size=(1, 8, 8, 3)))
+  a = a.astype(np.float32)
+  lateral = (lca.encode(lca.decode(jnp.asarray(a), jnp.asarray(D), 1, (8, 8)),
+                        jnp.asarray(D), 1) - a)
+  G = A.T @ A - np.eye(A.shape[1])
+  np.testing.assert_allclose(np.asarray(lateral).ravel(), G @ a.ravel(),
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,lam", [(1, 0.1), (1, 0.5), (2, 0.2)])
+def test_lca_reaches_the_optimum_of_an_independent_solver(stride, lam):
+  D, x = _problem(4)
+  A = dense_dictionary(D, (8, 8), stride)
+  a_star = fista_nonneg(A, x.ravel().astype(np.float64), lam)
+  e_star = dense_objective(A, x.ravel(), a_star, lam)
+  cfg = lca.LCAConfig(lam=lam, tau=10.0, num_iters=1500, stride=stride,
+                      normalize_input=False)
+  res = lca.solve(jnp.asarray(x), jnp.asarray(D), cfg, return_trace=True)
+  e_lca = dense_objective(A, x.ravel(), np.asarray(res.codes_BHWF).ravel(), lam)
+  assert e_lca <= e_star * 1.01, (e_lca, e_star)
+  # The trace's objective is the same quantity, computed by the library.
+  np.testing.assert_allclose(res.trace["objective"][-1, 0],
+                             dense_objective(A, x.ravel(), np.asarray(
+                                 lca.threshold(res.potentials_BHWF, lam)
+                             ).ravel(), lam), rtol=1e-3)
+  # A short solve is measurably worse, so the check above can fail.
+  short = lca.solve(jnp.asarray(x), jnp.asarray(D),
+                    lca.LCAConfig(lam=lam, tau=10.0, num_iters=3, stride=stride,
+                                  normalize_input=False))
+  e_short = dense_objective(A, x.ravel(), np.asarray(short.codes_BHWF).ravel(),
+                            lam)
+  assert e_short > e_star * 1.05
+
+
+def test_codes_nonnegative_exact_zeros_and_sparsity_rises_with_lambda():
+  D, x = _problem(5, hw=(12, 12), c=1, f=8, k=5)
+  fractions = []
+  for lam in (0.05, 0.2, 0.8):
+    cfg = lca.LCAConfig(lam=lam, tau=20.0, num_iters=200)
+    res = lca.solve(jnp.asarray(x[..., :1]), jnp.asarray(D), cfg)
+    a, u = np.asarray(res.codes_BHWF), np.asarray(res.potentials_BHWF)
+    assert (a >= 0).all()
+    assert (a[u <= lam] == 0).all()  # exact zeros below threshold
+    np.testing.assert_allclose(a[u > lam], u[u > lam] - lam, rtol=1e-6)
+    fractions.append((a > 0).mean())
+  assert fractions[0] > fractions[1] > fractions[2]
+
+
+def test_signed_and_hard_thresholds():
+  u = jnp.array([-2.0, -0.3, 0.0, 0.3, 2.0])
+  np.testing.assert_allclose(lca.threshold(u, 0.5, "soft"),
+                             [-1.5, 0, 0, 0, 1.5])
+  np.testing.assert_allclose(lca.threshold(u, 0.5, "hard"), [-2, 0, 0, 0, 2])
+  with pytest.raises(ValueError, match="threshold"):
+    lca.threshold(u, 0.5, "bogus")
+
+
+def test_bad_settings_fail_clearly():
+  with pytest.raises(ValueError, match="lam"):
+    lca.LCAConfig(lam=-0.1)
+  with pytest.raises(ValueError, match="tau"):
+    lca.LCAConfig(tau=0.5)
+  D, x = _problem(0)
+  with pytest.raises(ValueError, match="channels"):
+    lca.solve(jnp.ones((1, 8, 8, 5)), jnp.asarray(D), lca.LCAConfig())
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_gradient_through_unrolled_solve_matches_finite_differences(remat):
+  with jax.enable_x64(True):
+    D, x = _problem(6, hw=(6, 6), c=1, f=3, k=3)
+    D = jnp.asarray(D, jnp.float64)
+    x = jnp.asarray(x[..., :1], jnp.float64)
+    cfg = lca.LCAConfig(lam=0.1, tau=5.0, num_iters=30, remat=remat)
+    w = jax.random.normal(jax.random.key(1), (1, 6, 6, 3), jnp.float64)
+
+    def loss(x, D):
+      return jnp.sum(w * lca.solve(x, D, cfg).codes_BHWF)
+
+    gx, gD = jax.grad(loss, argnums=(0, 1))(x, D)
+    rng = np.random.default_rng(0)
+    for arg, g in ((0, gx), (1, gD)):
+      for _ in range(3):
+        direction = rng.normal(size=g.shape)
+        direction /= np.linalg.norm(direction)
+        eps = 1e-6
+        args_p, args_m = [x, D], [x, D]
+        args_p[arg] = args_p[arg] + eps * direction
+        args_m[arg] = args_m[arg] - eps * direction
+        fd = (loss(*args_p) - loss(*args_m)) / (2 * eps)
+        np.testing.assert_allclose(float(jnp.sum(g * direction)), float(fd),
+                                   rtol=1e-5, atol=1e-8)
+
+
+def test_hebbian_update_lowers_reconstruction_error_and_keeps_unit_norm():
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(4, 10, 10, 1)), jnp.float32)
+  D = lca.init_dictionary(jax.random.key(0), 3, 1, 6)
+  cfg = lca.LCAConfig(lam=0.1, tau=10.0, num_iters=100, normalize_input=False)
+  a = lca.solve(x, D, cfg).codes_BHWF
+  err = lambda D: float(jnp.sum(lca.objective(x, a, D, 0.0)))
+  D_new = lca.hebbian_update(D, x, a, eta=0.01)
+  assert not np.allclose(D_new, D)
+  assert err(D_new) < err(D)
+  np.testing.assert_allclose(jnp.sum(D_new**2, axis=(0, 1, 2)), 1.0,
+                             rtol=1e-5)
