@@ -1,0 +1,16 @@
+"""MNIST, defense `sparse_standard`.
+
+  python -m sca_jax.main --config=configs/mnist_sparse_standard.py --workdir=DIR
+  python -m sca_jax.main --config=configs/mnist_sparse_standard.py:paper --workdir=DIR
+
+The default is the CPU-sized setting of `sca_jax.config_lib.base_config`;
+`:paper` is the paper's protocol (full data, 25 epochs, 500 LCA iterations).
+"""
+
+from sca_jax import config_lib
+
+
+def get_config(arg=None):
+  c = config_lib.get_config(arg, name="sparse_standard", dataset="mnist")
+  c.defense.lam = 0.25  # the authors' Sparse-Standard lambda for mnist
+  return c

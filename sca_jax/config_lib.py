@@ -1,0 +1,90 @@
+"""Shared experiment defaults; `configs/*.py` override a few fields.
+
+`base_config()` is the CPU-sized MNIST setting; `paper_protocol(config)`
+switches a config to the paper's protocol (full data, 25 epochs, 500 LCA
+iterations with tau 100, SGD with momentum), read from the authors' code as
+recorded in PAPER_PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist"
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)
+  c.data.train_fraction = 0.7   # paper: 70% target train / 30% held out
+  c.data.max_train = 10_000     # 0 = all
+  c.data.max_test = 5_000
+  c.data.max_aux = 10_000
+
+  c.defense = ml_collections.ConfigDict()
+  c.defense.name = "sca"
+  c.defense.model = ml_collections.config_dict.placeholder(str)  # default: name
+  c.defense.features = (16, 28)  # per sparse (or conv) layer
+  c.defense.kernel = 5
+  c.defense.strides = (2, 2)
+  c.defense.hidden = (500,)
+  c.defense.lam = 0.5
+  c.defense.tau = 10.0
+  c.defense.num_iters = 30
+  c.defense.threshold = "soft_nonneg"
+  c.defense.normalize_input = True
+  c.defense.remat = False
+  c.defense.hebbian = True               # SCA's fast update, layers 2..n
+  c.defense.hebbian_lr = 0.01
+  c.defense.backprop_dictionaries = True  # paper footnote 3
+
+  c.train = ml_collections.ConfigDict()
+  c.train.skip = False   # True: evaluate/attack the latest checkpoint only
+  c.train.optimizer = "adam"
+  c.train.learning_rate = 1e-3
+  c.train.momentum = 0.9
+  c.train.weight_decay = 0.0
+  c.train.schedule = "constant"
+  c.train.epochs = 3
+  c.train.batch_size = 64
+  c.train.eval_batch_size = 500
+  c.train.checkpoint_every = 100
+  c.train.log_every = 20
+  c.train.keep = 2
+
+  c.attacks = ()
+  return c
+
+
+def paper_protocol(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The paper's MNIST-type protocol (PAPER_PROTOCOL.md)."""
+  c.data.max_train = c.data.max_test = c.data.max_aux = 0
+  c.defense.strides = (1, 1)
+  c.defense.tau = 100.0
+  c.defense.num_iters = 500
+  c.defense.remat = True  # 500 unrolled steps do not fit in memory otherwise
+  c.train.optimizer = "sgd"
+  c.train.learning_rate = 1e-3
+  c.train.momentum = 0.9
+  c.train.weight_decay = 1e-3
+  c.train.epochs = 25
+  c.train.batch_size = 32
+  c.train.checkpoint_every = 1000
+  c.train.log_every = 100
+  return c
+
+
+def get_config(arg: str | None, name: str,
+               dataset: str) -> ml_collections.ConfigDict:
+  """The base of `configs/<dataset>_<name>.py`; arg "paper" or None."""
+  c = base_config()
+  c.data.name = dataset
+  c.defense.name = name
+  if arg == "paper":
+    paper_protocol(c)
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}; allowed: 'paper' "
+                     "or none (the CPU-sized default)")
+  return c

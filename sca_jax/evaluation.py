@@ -1,0 +1,300 @@
+"""The independent evaluation classifier that judges reconstructions.
+
+A small CNN (conv32/2-conv64/2-dense128, unlike any target model),
+trained with optax on the target's training split, as PPA's evaluation model
+is trained on the private data. It gives
+  * attack accuracy: the share of reconstructions it assigns to the true label;
+  * FID features: its 128-d penultimate activations. FID over these features
+    is "FID over eval-classifier features", not Inception FID; results name the
+    network in `fid_feature_network`, e.g. "eval_cnn:mnist:seed0:1a2b3c4d".
+
+Trained parameters are cached under `$SCA_JAX_CACHE_DIR/eval_classifiers/`
+(default `~/.cache/sca_jax/eval_classifiers/`) in a folder named after the
+data set and a hash of everything that decides the weights: architecture
+version, config, seed, and the training images and labels themselves.
+
+Config (`config.eval_classifier`, every field optional; `DEFAULTS` below).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from sca_jax import metrics
+
+CACHE_ENV = "SCA_JAX_CACHE_DIR"
+# Bump when the architecture or training procedure changes: old caches then
+# stop matching instead of being loaded into a different network.
+ARCH_VERSION = "eval_cnn_v2"
+
+DEFAULTS = dict(
+    epochs=2,            # passes over the (capped) training split
+    batch_size=64,
+    learning_rate=1e-3,  # Adam
+    max_train=10_000,    # cap on training images (0 or None: all)
+    seed=0,              # fixed across defenses, so all are judged alike
+    cache=True,          # load/save trained parameters
+    eval_batch_size=500,
+)
+
+
+def with_defaults(defaults: Mapping[str, Any], overrides: Any,
+                  where: str) -> ml_collections.ConfigDict:
+  """`defaults` updated by `overrides`; unknown fields raise ValueError.
+
+  Args:
+    defaults: every allowed field with its default value.
+    overrides: a ConfigDict, dict or None.
+    where: the config path for messages, e.g. "eval_classifier".
+  """
+  cfg = ml_collections.ConfigDict(dict(defaults))
+  if overrides is None:
+    return cfg
+  items = overrides.items() if hasattr(overrides, "items") else None
+  if items is None:
+    raise ValueError(f"config.{where} must be a ConfigDict or dict, got "
+                     f"{type(overrides).__name__}")
+  for key, value in items:
+    if key not in cfg:
+      raise ValueError(f"unknown field config.{where}.{key}; allowed: "
+                       f"{sorted(cfg.keys())}")
+    if isinstance(value, ml_collections.ConfigDict):
+      value = value.to_dict()
+    try:
+      cfg[key] = value
+    except TypeError as e:
+      raise ValueError(f"config.{where}.{key}: {e}") from None
+  return cfg
+
+
+def check_config(cfg: ml_collections.ConfigDict,
+                 where: str = "eval_classifier") -> None:
+  for key in ("epochs", "batch_size", "eval_batch_size"):
+    if int(cfg[key]) < 1:
+      raise ValueError(f"config.{where}.{key} must be >= 1, got {cfg[key]}")
+  if not float(cfg.learning_rate) > 0:
+    raise ValueError(f"config.{where}.learning_rate must be > 0, got "
+                     f"{cfg.learning_rate}")
+  if cfg.max_train is not None and int(cfg.max_train) < 0:
+    raise ValueError(f"config.{where}.max_train must be >= 0 or None")
+
+
+class EvalCNN(nnx.Module):
+  """conv3x3(32)/2-ReLU-conv3x3(64)/2-ReLU-dense(128)-ReLU-logits.
+
+  Strided convolutions rather than conv + max-pool: on CPU, XLA's full-size
+  convolution gradients made the pooled variant 8x slower per image.
+  """
+
+  def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *,
+               rngs: nnx.Rngs):
+    h, w, c = image_shape
+    self.conv1 = nnx.Conv(c, 32, (3, 3), strides=2, padding="SAME", rngs=rngs)
+    self.conv2 = nnx.Conv(32, 64, (3, 3), strides=2, padding="SAME",
+                          rngs=rngs)
+    self.dense = nnx.Linear(-(-h // 4) * -(-w // 4) * 64, 128, rngs=rngs)
+    self.head = nnx.Linear(128, num_classes, rngs=rngs)
+
+  def features(self, x_BHWC: jax.Array) -> jax.Array:
+    h = (x_BHWC - 0.5) / 0.5
+    h = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(h))))
+    return jax.nn.relu(self.dense(h.reshape(h.shape[0], -1)))
+
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    return self.head(self.features(x_BHWC))
+
+
+def batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+  """`fn` over fixed-size batches (the last one zero-padded: one compile)."""
+  n = len(x)
+  if n == 0:
+    raise ValueError("batched: empty input")
+  bs = min(batch_size, n)
+  out = []
+  for i in range(0, n, bs):
+    chunk = np.asarray(x[i:i + bs])
+    pad = bs - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
+                                              chunk.dtype)])
+    out.append(np.asarray(fn(chunk))[:bs - pad])
+  return np.concatenate(out)
+
+
+@dataclasses.dataclass
+class EvalClassifier:
+  """A trained evaluation CNN; all outputs are host NumPy arrays."""
+
+  name: str
+  graphdef: Any
+  state: Any
+  test_accuracy: float
+  cached: bool
+  train_time_s: float
+  batch_size: int = 500
+
+  def __post_init__(self):
+    graphdef = self.graphdef
+    self._logits = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+    self._features = jax.jit(lambda s, x: nnx.merge(graphdef, s).features(x))
+
+  def logits(self, x_BHWC: np.ndarray) -> np.ndarray:
+    return batched(lambda b: self._logits(self.state, b), x_BHWC,
+                   self.batch_size)
+
+  def features(self, x_BHWC: np.ndarray) -> np.ndarray:
+    return batched(lambda b: self._features(self.state, b), x_BHWC,
+                   self.batch_size)
+
+  def correct(self, x_BHWC: np.ndarray, labels_B: np.ndarray) -> np.ndarray:
+    """Per-image flags: does the classifier give each image its label?"""
+    return np.asarray(metrics.per_example_correct(
+        self.logits(x_BHWC), jnp.asarray(labels_B)))
+
+  def info(self) -> dict[str, Any]:
+    return dict(name=self.name, test_accuracy=self.test_accuracy,
+                cached=self.cached, train_time_s=self.train_time_s)
+
+
+def _fingerprint(splits, cfg, n_train: int) -> str:
+  h = hashlib.sha256()
+  h.update(json.dumps(dict(
+      arch=ARCH_VERSION, epochs=int(cfg.epochs), batch_size=int(cfg.batch_size),
+      learning_rate=float(cfg.learning_rate), seed=int(cfg.seed),
+      n_train=n_train, image_shape=list(splits.image_shape),
+      num_classes=int(splits.num_classes)), sort_keys=True).encode())
+  h.update(np.ascontiguousarray(splits.train_x[:n_train]).tobytes())
+  h.update(np.ascontiguousarray(splits.train_y[:n_train]).tobytes())
+  return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+  root = os.environ.get(CACHE_ENV)
+  base = Path(root).expanduser() if root else (
+      Path.home() / ".cache" / "sca_jax")
+  return base / "eval_classifiers"
+
+
+def _flat_params(state: nnx.State) -> dict[str, np.ndarray]:
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
+
+
+def _load(path: Path, template: nnx.State) -> nnx.State | None:
+  """Parameters from `path` laid onto `template`, or None if they don't fit."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      saved = {k: f[k] for k in f.files}
+  except (OSError, ValueError):
+    return None
+  flat = _flat_params(template)
+  if set(saved) != set(flat) or any(
+      saved[k].shape != v.shape for k, v in flat.items()):
+    return None
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: jnp.asarray(saved[jax.tree_util.keystr(p)]), template)
+
+
+def _save(folder: Path, state: nnx.State, meta: dict[str, Any]) -> None:
+  """Atomic: a crash leaves no half-written parameters under the final name."""
+  folder.mkdir(parents=True, exist_ok=True)
+  tmp = folder / f"params.{os.getpid()}.tmp.npz"
+  np.savez(tmp, **_flat_params(state))
+  os.replace(tmp, folder / "params.npz")
+  (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _train(model: EvalCNN, x: np.ndarray, y: np.ndarray, cfg, key
+           ) -> nnx.State:
+  """Adam on cross-entropy; one jitted scan per epoch over shuffled batches."""
+  graphdef, params = nnx.split(model)
+  tx = optax.adam(float(cfg.learning_rate))
+  opt_state = tx.init(params)
+  bs = min(int(cfg.batch_size), len(x))
+  steps = len(x) // bs
+  x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+
+  def step(carry, idx):
+    params, opt_state = carry
+
+    def loss_fn(p):
+      logits = nnx.merge(graphdef, p)(x_dev[idx])
+      return optax.softmax_cross_entropy_with_integer_labels(
+          logits, y_dev[idx]).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  @jax.jit
+  def epoch(params, opt_state, perm_SB):
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state),
+                                               perm_SB)
+    return params, opt_state, losses.mean()
+
+  for e in range(int(cfg.epochs)):
+    key, sub = jax.random.split(key)
+    perm = jax.random.permutation(sub, len(x))[:steps * bs].reshape(steps, bs)
+    params, opt_state, loss = epoch(params, opt_state, perm)
+    print(f"[eval_classifier] epoch {e + 1}/{cfg.epochs} loss {float(loss):.4f}")
+  return params
+
+
+def get_eval_classifier(splits, cfg: Any = None,
+                        seed: int | None = None) -> EvalClassifier:
+  """Trains (or loads from the cache) the evaluation CNN for `splits`.
+
+  Args:
+    splits: `sca_jax.data.Splits`; trains on `train_x/train_y` (capped at
+      `cfg.max_train`), reports accuracy on `test_x/test_y`.
+    cfg: `config.eval_classifier` overrides (ConfigDict, dict or None).
+    seed: overrides `cfg.seed` if given.
+  """
+  cfg = with_defaults(DEFAULTS, cfg, "eval_classifier")
+  if seed is not None:
+    cfg.seed = int(seed)
+  check_config(cfg)
+  n_train = len(splits.train_x)
+  if cfg.max_train:
+    n_train = min(n_train, int(cfg.max_train))
+  digest = _fingerprint(splits, cfg, n_train)
+  name = f"eval_cnn:{splits.name}:seed{cfg.seed}:{digest[:8]}"
+  model = EvalCNN(splits.image_shape, splits.num_classes,
+                  rngs=nnx.Rngs(jax.random.key(int(cfg.seed))))
+  graphdef, template = nnx.split(model)
+  folder = cache_root() / f"{splits.name}-{digest}"
+  state = _load(folder / "params.npz", template) if cfg.cache else None
+  cached = state is not None
+  t0 = time.time()
+  if state is None:
+    state = _train(model, splits.train_x[:n_train], splits.train_y[:n_train],
+                   cfg, jax.random.fold_in(jax.random.key(int(cfg.seed)), 1))
+  train_time = time.time() - t0
+  clf = EvalClassifier(name, graphdef, state, float("nan"), cached,
+                       train_time, int(cfg.eval_batch_size))
+  if len(splits.test_x):
+    clf.test_accuracy = float(clf.correct(splits.test_x, splits.test_y).mean())
+  if cfg.cache and not cached:
+    _save(folder, state, dict(name=name, n_train=n_train,
+                              config=cfg.to_dict(), train_time_s=train_time,
+                              test_accuracy=clf.test_accuracy))
+  print(f"[eval_classifier] {name}: test accuracy {clf.test_accuracy:.4f} "
+        f"({'cached' if cached else f'trained in {train_time:.1f}s'})")
+  return clf
+
+
+__all__ = ["CACHE_ENV", "DEFAULTS", "EvalCNN", "EvalClassifier", "batched",
+           "cache_root", "get_eval_classifier", "with_defaults"]

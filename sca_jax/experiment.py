@@ -1,0 +1,203 @@
+"""One run end to end: data -> train target -> attacks -> results.json.
+
+Everything that can be checked about the config is checked before any data is
+loaded or any step is compiled. Files in the workdir are written atomically;
+results of an earlier run are never overwritten by a run that fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sca_jax import lca
+from sca_jax import train as train_lib
+from sca_jax.checkpoint import Checkpointer
+from sca_jax.data import make_splits
+from sca_jax.defenses import DEFENSES
+from sca_jax.models import MODELS, build_model, lca_config
+
+# Config sections that decide what a checkpoint holds: resuming under a config
+# that differs in any of these would silently mix two experiments.
+_TRAINING_FIELDS = ("seed", "data", "defense")
+_TRAIN_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay",
+                 "schedule", "epochs", "batch_size")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field for anything a run cannot use."""
+  defense = DEFENSES.get(config.defense.name, field="defense.name")
+  MODELS.get(config.defense.get("model") or defense.model,
+             field="defense.model")
+  if config.defense.name in ("sca", "sparse_standard"):
+    lca_config(config.defense)
+  for field in ("features", "strides"):
+    values = tuple(config.defense[field])
+    if not values or any(int(v) < 1 for v in values):
+      raise ValueError(f"config.defense.{field} must be positive integers, "
+                       f"got {values}")
+  if len(config.defense.strides) != len(config.defense.features):
+    raise ValueError("config.defense.strides needs one stride per entry of "
+                     f"config.defense.features {tuple(config.defense.features)}")
+  train_lib.make_optimizer(config.train, 1)
+  for field in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every",
+                "log_every"):
+    if int(config.train[field]) < 1:
+      raise ValueError(f"config.train.{field} must be >= 1, "
+                       f"got {config.train[field]}")
+  if config.attacks:
+    from sca_jax import attacks  # pylint: disable=g-import-not-at-top
+    attacks.validate(config)
+
+
+def _fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  d = config.to_dict()
+  fp = {k: d[k] for k in _TRAINING_FIELDS}
+  fp["train"] = {k: d["train"][k] for k in _TRAIN_FIELDS}
+  return json.loads(json.dumps(fp, default=str))
+
+
+def write_json(path: Path, obj: Any) -> None:
+  """Atomic write: a crash leaves the old file or the new one, never half."""
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(jsonable(obj), indent=2, default=str) + "\n")
+  os.replace(tmp, path)
+
+
+def _check_workdir(config, workdir: Path) -> None:
+  saved = workdir / "config.json"
+  if not saved.exists() or not (workdir / "checkpoints").exists():
+    return
+  before = json.loads(saved.read_text()).get("fingerprint")
+  if before is not None and before != _fingerprint(config):
+    raise ValueError(
+        f"{workdir} holds checkpoints of a different experiment (seed, data, "
+        "defense or optimisation settings differ from its config.json). Use "
+        "another --workdir; nothing was changed.")
+
+
+def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 1000
+                       ) -> dict[str, dict[str, float]]:
+  """Per sparse layer: sparsity, reconstruction error, and how far the
+  configured solve is from the optimum of its objective.
+
+  The optimum is approximated by `reference_iters` FISTA iterations on the same
+  input and dictionary (FISTA is checked against a dense NumPy solver in the
+  tests). A layer far from its optimum is not really sparse coding.
+  """
+  _, reps = model(x_BHWC, train=False)
+  stats = {}
+  for name, layer in model.sparse_layers():
+    inp, codes = reps[f"{name}_input"], reps[name]
+    cfg, D = layer.cfg, layer.dictionary.get_value()
+    ref_cfg = dataclasses.replace(cfg, solver="fista", normalize_input=False,
+                                  num_iters=reference_iters, remat=False)
+    ref_codes = lca.solve(inp, D, ref_cfg).codes_BHWF
+    e = float(jnp.mean(lca.objective(inp, codes, D, cfg.lam, cfg.stride)))
+    e_ref = float(jnp.mean(lca.objective(inp, ref_codes, D, cfg.lam,
+                                         cfg.stride)))
+    recon = lca.decode(codes, D, cfg.stride, inp.shape[1:3])
+    stats[name] = {
+        "active_fraction": float(jnp.mean(codes != 0)),
+        "relative_recon_error": float(jnp.linalg.norm(inp - recon)
+                                      / jnp.linalg.norm(inp)),
+        "objective": e,
+        "objective_reference": e_ref,
+        "relative_gap_to_optimum": (e - e_ref) / e_ref,
+        "reference": f"fista x{reference_iters}",
+    }
+  return stats
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+  """Trains (or restores) the target, runs the attacks, writes results.json."""
+  validate(config)
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_workdir(config, workdir)
+  write_json(workdir / "config.json", {"config": config.to_dict(),
+                                       "fingerprint": _fingerprint(config)})
+  t_start = time.time()
+  splits = make_splits(config.data, config.seed)
+  print(f"data {splits.name}: train {len(splits.train_x)}, test "
+        f"{len(splits.test_x)}, aux {len(splits.aux_x)}, image "
+        f"{splits.image_shape}")
+
+  root = jax.random.key(config.seed)
+  init_key, train_key, attack_key = jax.random.split(root, 3)
+  defense = DEFENSES.get(config.defense.name, field="defense.name")
+  model = build_model(config.defense, splits.image_shape, splits.num_classes,
+                      init_key)
+  extra = defense.extra_loss(config.defense) if defense.extra_loss else None
+  trainer = train_lib.Trainer(
+      model, config.defense,
+      train_lib.make_optimizer(config.train, 1 + config.train.epochs * (
+          len(splits.train_x) // config.train.batch_size)), extra)
+
+  if config.train.skip:
+    state = Checkpointer(workdir / "checkpoints").restore_latest(
+        trainer.init_state)
+    if state is None:
+      raise FileNotFoundError(f"config.train.skip=True but {workdir}/"
+                              "checkpoints holds no checkpoint to evaluate")
+    train_info = {"skipped": True, "restored_step": int(state.step)}
+  else:
+    state, train_info = train_lib.fit(
+        trainer, config.train, splits.train_x, splits.train_y, workdir,
+        train_key, config.seed)
+
+  bs = int(config.train.eval_batch_size)
+  test_acc = trainer.evaluate(state, splits.test_x, splits.test_y, bs)
+  n = min(len(splits.train_x), len(splits.test_x))
+  train_acc = trainer.evaluate(state, splits.train_x[:n], splits.train_y[:n],
+                               bs)
+  print(f"test accuracy {test_acc:.4f} (train subset {train_acc:.4f})")
+  model = trainer.model(state)
+  results: dict[str, Any] = {
+      "dataset": splits.name,
+      "defense": config.defense.name,
+      "seed": config.seed,
+      "test_accuracy": test_acc,
+      "train_accuracy": train_acc,
+      "num_train": len(splits.train_x),
+      "num_test": len(splits.test_x),
+      "train": train_info,
+      "sparse_layers": sparse_layer_stats(model, jnp.asarray(
+          splits.test_x[:min(256, len(splits.test_x))])),
+      "machine": {"platform": platform.platform(),
+                  "processor": platform.processor(),
+                  "devices": [str(d) for d in jax.devices()],
+                  "jax": jax.__version__},
+  }
+  if config.attacks:
+    from sca_jax import attacks  # pylint: disable=g-import-not-at-top
+    results["attacks"] = attacks.run_attacks(config, model, splits, workdir,
+                                             attack_key)
+  results["wall_time_s"] = time.time() - t_start
+  results["config"] = config.to_dict()
+  write_json(workdir / "results.json", results)
+  print(f"wrote {workdir / 'results.json'}")
+  return results
+
+
+def jsonable(x: Any) -> Any:
+  """numpy/jax scalars and arrays to plain Python for json."""
+  if isinstance(x, dict):
+    return {k: jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [jsonable(v) for v in x]
+  if isinstance(x, (np.ndarray, jax.Array)):
+    return np.asarray(x).tolist()
+  if isinstance(x, np.generic):
+    return x.item()
+  return x

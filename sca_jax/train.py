@@ -1,0 +1,215 @@
+"""Target training: optax loop, sparse-layer dictionary updates, checkpoints.
+
+The model is split once into a graph definition and states (dictionaries,
+other parameters, batch statistics, the rest); the train step is a pure jitted
+function `(state, x, y, key) -> (state, metrics)` over those states.
+
+SCA's rule (paper, Sec. 3): after each backprop update, a fast Hebbian
+dictionary update on every sparse layer except the first (the one coding the
+image), using the codes of the step's forward pass. Backprop into the
+dictionaries themselves (footnote 3) is a separate switch. Both are config
+choices: `defense.hebbian` and `defense.backprop_dictionaries`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from sca_jax import checkpoint, lca
+from sca_jax.models import Dictionary, LayerStack
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+# Extra loss of a defense: (logits, reps, x, y, key) -> (scalar, metrics dict).
+ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  dicts: nnx.State
+  params: nnx.State
+  stats: nnx.State
+  rest: nnx.State
+  opt_state: Any
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
+                   ) -> optax.GradientTransformation:
+  """optax optimiser from `config.train` (name, learning rate, schedule...)."""
+  if cfg.optimizer not in OPTIMIZERS:
+    raise ValueError(f"config.train.optimizer must be one of {OPTIMIZERS}, "
+                     f"got {cfg.optimizer!r}")
+  lr: Any = cfg.learning_rate
+  if cfg.get("schedule", "constant") == "cosine":
+    lr = optax.cosine_decay_schedule(cfg.learning_rate, max(num_steps, 1))
+  if cfg.optimizer == "sgd":
+    tx = optax.sgd(lr, momentum=cfg.get("momentum", 0.0) or None)
+  elif cfg.optimizer == "adam":
+    tx = optax.adam(lr)
+  else:
+    tx = optax.adamw(lr, weight_decay=cfg.weight_decay)
+  if cfg.optimizer != "adamw" and cfg.get("weight_decay", 0.0):
+    tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
+  return tx
+
+
+class Trainer:
+  """Holds the static parts (graph, optimiser, rules) and the jitted steps."""
+
+  def __init__(self, model: LayerStack, defense_cfg: ml_collections.ConfigDict,
+               tx: optax.GradientTransformation,
+               extra_loss: ExtraLoss | None = None):
+    self.graphdef, dicts, params, stats, rest = nnx.split(
+        model, Dictionary, nnx.Param, nnx.BatchStat, ...)
+    self.tx = tx
+    self.backprop_dicts = bool(defense_cfg.get("backprop_dictionaries", True))
+    self.hebbian = bool(defense_cfg.get("hebbian", True))
+    self.hebbian_lr = float(defense_cfg.get("hebbian_lr", 0.01))
+    self.extra_loss = extra_loss
+    sparse = model.sparse_layers()
+    self.sparse_names = [name for name, _ in sparse]
+    # Hebbian targets: every sparse layer but the first (it codes the image).
+    # (name, index in model.feature_layers, stride).
+    self.hebbian_layers = [
+        (name, model.names.index(name), layer.cfg.stride)
+        for name, layer in sparse[1:]]
+    self.init_state = TrainState(
+        step=jnp.zeros((), jnp.int32), dicts=dicts, params=params, stats=stats,
+        rest=rest, opt_state=tx.init(self._trainable(params, dicts)))
+    self.train_step = jax.jit(self._train_step, donate_argnums=0)
+    self.eval_logits = jax.jit(self._eval_logits)
+
+  def _trainable(self, params, dicts):
+    return (params, dicts) if self.backprop_dicts else (params, None)
+
+  def model(self, state: TrainState) -> LayerStack:
+    return nnx.merge(self.graphdef, state.dicts, state.params, state.stats,
+                     state.rest)
+
+  def _train_step(self, state: TrainState, x_BHWC, y_B, key):
+    def loss_fn(trainable):
+      params, dicts = trainable
+      # Fresh Variables at this trace level: batch norm writes its statistics.
+      frozen = jax.tree.map(lambda v: v, (state.dicts, state.stats, state.rest))
+      model = nnx.merge(self.graphdef, frozen[0] if dicts is None else dicts,
+                        params, frozen[1], frozen[2])
+      logits, reps = model(x_BHWC, train=True)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+      metrics = {"ce": loss}
+      if self.extra_loss is not None:
+        extra, extra_metrics = self.extra_loss(logits, reps, x_BHWC, y_B, key)
+        loss = loss + extra
+        metrics.update(extra_metrics)
+      _, _, _, stats, rest = nnx.split(model, Dictionary, nnx.Param,
+                                       nnx.BatchStat, ...)
+      return loss, (logits, reps, stats, rest, metrics)
+
+    trainable = self._trainable(state.params, state.dicts)
+    (loss, (logits, reps, stats, rest, metrics)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(trainable)
+    updates, opt_state = self.tx.update(grads, state.opt_state, trainable)
+    params, dicts = optax.apply_updates(trainable, updates)
+    dicts = state.dicts if dicts is None else dicts
+    if self.backprop_dicts:
+      # Gradient steps leave the unit sphere; atoms are unit-norm by definition.
+      dicts = jax.tree.map(lca.normalize_dictionary, dicts)
+    if self.hebbian and self.hebbian_layers:
+      dicts = self._hebbian(dicts, reps)
+    metrics.update(
+        loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == y_B),
+        **{f"active_{n}": jnp.mean(reps[n] != 0) for n in self.sparse_names})
+    new_state = state.replace(step=state.step + 1, dicts=dicts, params=params,
+                              stats=stats, rest=rest, opt_state=opt_state)
+    return new_state, metrics
+
+  def _hebbian(self, dicts: nnx.State, reps) -> nnx.State:
+    pure = nnx.to_pure_dict(dicts)
+    for name, idx, stride in self.hebbian_layers:
+      D = pure["feature_layers"][idx]["dictionary"]
+      pure["feature_layers"][idx]["dictionary"] = lca.hebbian_update(
+          D, reps[f"{name}_input"], reps[name], self.hebbian_lr, stride)
+    nnx.replace_by_pure_dict(dicts, pure)
+    return dicts
+
+  def _eval_logits(self, state: TrainState, x_BHWC):
+    return self.model(state)(x_BHWC, train=False)[0]
+
+  def evaluate(self, state: TrainState, x_BHWC: np.ndarray, y_B: np.ndarray,
+               batch_size: int) -> float:
+    correct = 0
+    for i in range(0, len(x_BHWC), batch_size):
+      logits = self.eval_logits(state, x_BHWC[i:i + batch_size])
+      correct += int(jnp.sum(jnp.argmax(logits, -1) == y_B[i:i + batch_size]))
+    return correct / max(len(x_BHWC), 1)
+
+
+def _format_eta(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
+        x_NHWC: np.ndarray, y_N: np.ndarray, workdir: Path, key: jax.Array,
+        seed: int, log: Callable[[str], None] = print) -> tuple[TrainState, dict]:
+  """Trains for `train_cfg.epochs`, resuming from the workdir's checkpoints."""
+  bs = int(train_cfg.batch_size)
+  steps_per_epoch = len(x_NHWC) // bs
+  if steps_per_epoch < 1:
+    raise ValueError(f"config.train.batch_size={bs} exceeds the {len(x_NHWC)} "
+                     "training images")
+  num_steps = steps_per_epoch * int(train_cfg.epochs)
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints",
+                                 max_to_keep=int(train_cfg.get("keep", 2)))
+  state, start = trainer.init_state, 0
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    state, start = restored, int(restored.step)
+    log(f"resumed from checkpoint at step {start}/{num_steps}")
+  every = int(train_cfg.checkpoint_every)
+  log_every = int(train_cfg.log_every)
+  metrics_path = workdir / "train_metrics.jsonl"
+  t0, t_last, step_last, last_saved = time.time(), time.time(), start, start
+  perm = None
+  for step in range(start, num_steps):
+    epoch, i = divmod(step, steps_per_epoch)
+    if perm is None or i == 0:
+      # Per-epoch order from (seed, epoch): a resumed run sees the same batches.
+      perm = np.random.default_rng([seed, epoch]).permutation(len(x_NHWC))
+    idx = perm[i * bs:(i + 1) * bs]
+    state, metrics = trainer.train_step(state, x_NHWC[idx], y_N[idx],
+                                        jax.random.fold_in(key, step))
+    done = step + 1
+    if done % log_every == 0 or done == num_steps:
+      metrics = {k: float(v) for k, v in metrics.items()}
+      if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(
+            f"training loss is {metrics['loss']} at step {done}; stopped. The "
+            f"last good checkpoint (step {last_saved}) is kept in "
+            f"{workdir / 'checkpoints'}; lower config.train.learning_rate or "
+            "check the data.")
+      now = time.time()
+      rate = (done - step_last) / max(now - t_last, 1e-9)
+      t_last, step_last = now, done
+      log(f"step {done}/{num_steps} epoch {epoch + 1} loss {metrics['loss']:.4f}"
+          f" acc {metrics['accuracy']:.3f} | {rate:.2f} steps/s "
+          f"{rate * bs:.0f} img/s | ETA {_format_eta((num_steps - done) / rate)}")
+      with metrics_path.open("a") as f:
+        f.write(json.dumps({"step": done, "epoch": epoch + 1, **metrics}) + "\n")
+    if done % every == 0 or done == num_steps:
+      ckpt.save(done, state)
+      last_saved = done
+  ckpt.wait()
+  info = {"num_steps": num_steps, "steps_this_run": num_steps - start,
+          "train_time_s": time.time() - t0, "resumed_from_step": start}
+  return state, info

@@ -1,0 +1,41 @@
+"""Shared test fixtures: tiny configs and the local data directory."""
+
+import os
+from pathlib import Path
+
+import ml_collections
+import pytest
+
+from sca_jax import config_lib
+
+_DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+  path = os.environ.get("SCA_JAX_DATA_DIR") or str(_DEFAULT_DATA)
+  if not (Path(path) / "mnist").is_dir():
+    pytest.skip(f"no MNIST files under {path} (set SCA_JAX_DATA_DIR)")
+  return path
+
+
+def tiny_config(defense: str = "sca", data_dir: str | None = None
+                ) -> ml_collections.ConfigDict:
+  """A config that trains in seconds on 2 CPU cores."""
+  c = config_lib.get_config(None, name=defense, dataset="mnist")
+  c.data.data_dir = data_dir
+  c.data.max_train, c.data.max_test, c.data.max_aux = 256, 128, 256
+  c.defense.features = (4, 6)
+  c.defense.hidden = (32,)
+  c.defense.num_iters = 5
+  c.train.epochs = 1
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 128
+  c.train.checkpoint_every = 4
+  c.train.log_every = 2
+  return c
+
+
+@pytest.fixture
+def tiny(data_dir):
+  return lambda defense="sca": tiny_config(defense, data_dir)
