@@ -86,7 +86,7 @@ def _check_workdir(config, workdir: Path) -> None:
         "another --workdir; nothing was changed.")
 
 
-def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 1000
+def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 500
                        ) -> dict[str, dict[str, float]]:
   """Per sparse layer: sparsity, reconstruction error, and how far the
   configured solve is from the optimum of its objective.
@@ -173,7 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
       "num_test": len(splits.test_x),
       "train": train_info,
       "sparse_layers": sparse_layer_stats(model, jnp.asarray(
-          splits.test_x[:min(256, len(splits.test_x))])),
+          splits.test_x[:min(128, len(splits.test_x))])),
       "machine": {"platform": platform.platform(),
                   "processor": platform.processor(),
                   "devices": [str(d) for d in jax.devices()],

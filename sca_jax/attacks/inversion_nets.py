@@ -18,7 +18,6 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from sca_jax.registry import Registry

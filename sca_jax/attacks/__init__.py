@@ -1,0 +1,131 @@
+"""Model inversion attacks, chosen by name in `config.attacks`.
+
+Config (every section and field optional except `attacks`):
+
+  config.attacks = ("end_to_end", "split")   # names registered in ATTACKS
+  config.attack.<name>.<field>                # per-attack overrides of
+      # inversion.COMMON_DEFAULTS and the attack's own defaults:
+      #   leak         "last_hidden" (end_to_end) / "first" (split); any name
+      #                of model.representation_names()
+      #   net          "deconv" | "mlp"        net_args  {} (net keywords:
+      #                mlp: hidden=(1024,); deconv: channels=128,
+      #                min_channels=32, kernel=4)
+      #   epochs 20, batch_size 64, learning_rate 1e-3 (Adam), loss "mse" |
+      #   "bce", val_fraction 0.1, num_images 512, grid_per_group 4 (0: no
+      #   picture), represent_batch_size 256, eval_batch_size 256, log_every 1
+      # The paper's protocol is epochs 50, batch_size 16
+      # (inversion.PAPER_OVERRIDES).
+  config.eval_classifier.<field>              # evaluation.DEFAULTS: epochs 3,
+      # batch_size 32, learning_rate 2e-3, max_train 10000, seed 0,
+      # cache True, eval_batch_size 500
+
+`validate(config)` checks all of it without a model or data; `run_attacks`
+also checks each leak name against the model before any compute, trains the
+evaluation classifier once, runs the attacks, and returns their results keyed
+by attack name (pictures go to `<workdir>/attacks/<name>.png`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from sca_jax import evaluation
+from sca_jax.attacks import end_to_end  # noqa: F401  (registers)
+from sca_jax.attacks import split  # noqa: F401  (registers)
+from sca_jax.attacks.inversion import ATTACKS
+from sca_jax.attacks.inversion import COMMON_DEFAULTS
+from sca_jax.attacks.inversion import PAPER_OVERRIDES
+from sca_jax.attacks.inversion import attack_config
+from sca_jax.attacks.inversion import check_leak
+from sca_jax.attacks.inversion_nets import INVERSION_NETS
+
+
+def _names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  names = config.get("attacks", None) or ()
+  if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    raise ValueError("config.attacks must be a tuple of attack names, e.g. "
+                     f"('end_to_end',); allowed: {ATTACKS.names()}; got "
+                     f"{names!r}")
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.attacks names an attack twice: {names!r}")
+  for name in names:
+    ATTACKS.get(name, field="attacks")
+  return tuple(names)
+
+
+def _attack_section(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  section = config.get("attack", None) or {}
+  for name in section.keys():
+    if name not in ATTACKS:
+      raise ValueError(f"config.attack.{name}: unknown attack {name!r}; "
+                       f"allowed: {ATTACKS.names()}")
+  return dict(section)
+
+
+def validate(config: ml_collections.ConfigDict
+             ) -> dict[str, ml_collections.ConfigDict]:
+  """Checks attack names and settings; returns each selected attack's config.
+
+  Raises:
+    ValueError: naming the config field, for an unknown attack, net, field,
+      or an out-of-range value. Leak names need the model: `run_attacks`.
+  """
+  names = _names(config)
+  section = _attack_section(config)
+  cfgs = {name: attack_config(name, section.get(name)) for name in section}
+  evaluation.check_config(evaluation.with_defaults(
+      evaluation.DEFAULTS, config.get("eval_classifier", None),
+      "eval_classifier"))
+  return {name: cfgs.get(name) or attack_config(name) for name in names}
+
+
+def default_config(paper: bool = False) -> ml_collections.ConfigDict:
+  """Both attacks with every field spelled out (`paper`: 50 epochs, batch 16)."""
+  c = ml_collections.ConfigDict()
+  c.attacks = tuple(ATTACKS.names())
+  c.attack = ml_collections.ConfigDict()
+  for name in ATTACKS.names():
+    c.attack[name] = attack_config(
+        name, dict(PAPER_OVERRIDES) if paper else None)
+  c.eval_classifier = ml_collections.ConfigDict(evaluation.DEFAULTS)
+  return c
+
+
+def run_attacks(config: ml_collections.ConfigDict, model, splits,
+                workdir: str | Path, key: jax.Array) -> dict[str, dict]:
+  """Runs every attack of `config.attacks` against the frozen `model`.
+
+  Args:
+    config: the experiment config (`attacks`, `attack`, `eval_classifier`).
+    model: the trained target (`LayerStack`); only read, never updated.
+    splits: `sca_jax.data.Splits`: attacks train on `aux_*`, reconstruct
+      `train_*`; the evaluation classifier trains on `train_*`.
+    workdir: pictures are written to `<workdir>/attacks/<name>.png`.
+    key: randomness; each attack gets a key folded from its name, so adding
+      or removing an attack does not change the others.
+
+  Returns:
+    {attack name: results dict (see `inversion.run_inversion_attack`)}.
+  """
+  cfgs = validate(config)
+  for name, cfg in cfgs.items():
+    check_leak(name, cfg.leak, model)
+  if not cfgs:
+    return {}
+  evaluator = evaluation.get_eval_classifier(
+      splits, config.get("eval_classifier", None))
+  results = {}
+  for name, cfg in cfgs.items():
+    attack_key = jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    results[name] = ATTACKS.get(name).run(cfg, model, splits, evaluator,
+                                          workdir, attack_key)
+  return results
+
+
+__all__ = ["ATTACKS", "COMMON_DEFAULTS", "INVERSION_NETS", "PAPER_OVERRIDES",
+           "attack_config", "default_config", "run_attacks", "validate"]

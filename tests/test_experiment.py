@@ -1,0 +1,104 @@
+"""The whole run: validation before compute, results.json, resume, main."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sca_jax import experiment
+from conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("defense.name", "magic", "defense.name"),
+    ("defense.lam", -0.5, "lam"),
+    ("defense.strides", (1,), "strides"),
+    ("train.optimizer", "rmsprop", "config.train.optimizer"),
+    ("train.epochs", 0, "config.train.epochs"),
+])
+def test_bad_config_fails_before_loading_data(tmp_path, field, value, match):
+  c = tiny_config("sca", data_dir=str(tmp_path / "no_data_here"))
+  section, name = field.split(".")
+  c[section][name] = value
+  with pytest.raises(ValueError, match=match):
+    experiment.run(c, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
+
+
+def test_run_writes_results_and_resumes_to_the_same_numbers(tiny, tmp_path):
+  c = tiny("sca")
+  first = experiment.run(c, tmp_path)
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["test_accuracy"] == first["test_accuracy"]
+  assert saved["train"]["num_steps"] == 8
+  layer = saved["sparse_layers"]["layer0_lca"]
+  assert 0 < layer["active_fraction"] < 1
+  assert layer["relative_gap_to_optimum"] >= -1e-3
+  # Rerun in the same workdir: nothing left to train, same answer.
+  again = experiment.run(c, tmp_path)
+  assert again["train"]["steps_this_run"] == 0
+  assert again["test_accuracy"] == first["test_accuracy"]
+  # Same config and seed in a fresh workdir: the same run.
+  fresh = experiment.run(c, tmp_path / "fresh")
+  assert fresh["test_accuracy"] == first["test_accuracy"]
+
+
+def test_another_experiment_in_the_same_workdir_is_refused(tiny, tmp_path):
+  c = tiny("no_defense")
+  experiment.run(c, tmp_path)
+  before = (tmp_path / "results.json").read_text()
+  c.seed = 1
+  with pytest.raises(ValueError, match="different experiment"):
+    experiment.run(c, tmp_path)
+  assert (tmp_path / "results.json").read_text() == before
+
+
+def test_skip_training_evaluates_the_checkpoint(tiny, tmp_path):
+  c = tiny("no_defense")
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    c.train.skip = True
+    experiment.run(c, tmp_path)
+  c.train.skip = False
+  trained = experiment.run(c, tmp_path)
+  c.train.skip = True
+  evaluated = experiment.run(c, tmp_path)
+  assert evaluated["test_accuracy"] == trained["test_accuracy"]
+  assert evaluated["train"]["restored_step"] == 8
+
+
+@pytest.mark.parametrize("config", sorted(
+    p.name for p in (ROOT / "configs").glob("*.py")))
+def test_every_config_file_loads_and_validates(config):
+  ns = {}
+  exec((ROOT / "configs" / config).read_text(), ns)  # pylint: disable=exec-used
+  for arg in (None, "paper"):
+    c = ns["get_config"](arg)
+    experiment.validate(c)
+  assert c.defense.num_iters == 500 and c.train.epochs == 25
+  with pytest.raises(ValueError, match="paper"):
+    ns["get_config"]("huge")
+
+
+def test_main_entry_point_with_overrides(data_dir, tmp_path):
+  cmd = [sys.executable, "-m", "sca_jax.main",
+         "--config=configs/mnist_no_defense.py", f"--workdir={tmp_path}",
+         "--config.data.max_train=128", "--config.data.max_test=64",
+         "--config.data.max_aux=64", "--config.train.epochs=1",
+         "--config.train.batch_size=32", "--config.defense.hidden=(16,)"]
+  env = dict(os.environ, SCA_JAX_DATA_DIR=data_dir)
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "ETA" in out.stdout and "test accuracy" in out.stdout
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["config"]["defense"]["hidden"] == [16]
+  bad = subprocess.run(cmd[:4] + [f"--workdir={tmp_path / 'x'}",
+                                  "--config.defense.name=nope"],
+                       cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert bad.returncode != 0 and "allowed" in bad.stderr
