@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from sca_jax import checkpoint, lca
+from sca_jax import checkpoint, lca, parallel
 from sca_jax.models import Dictionary, LayerStack
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -169,13 +169,17 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
     raise ValueError(f"config.train.batch_size={bs} exceeds the {len(x_NHWC)} "
                      "training images")
   num_steps = steps_per_epoch * int(train_cfg.epochs)
+  mesh = parallel.data_mesh(train_cfg.get("num_devices", None))
+  parallel.check_batch_size(bs, mesh)
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints",
                                  max_to_keep=int(train_cfg.get("keep", 2)))
-  state, start = trainer.init_state, 0
+  # A copy: the step donates its input state, and init_state is reused.
+  state, start = jax.tree.map(jnp.copy, trainer.init_state), 0
   restored = ckpt.restore_latest(state)
   if restored is not None:
     state, start = restored, int(restored.step)
     log(f"resumed from checkpoint at step {start}/{num_steps}")
+  state = parallel.replicate(mesh, state)
   every = int(train_cfg.checkpoint_every)
   log_every = int(train_cfg.log_every)
   metrics_path = workdir / "train_metrics.jsonl"
@@ -187,7 +191,8 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
       # Per-epoch order from (seed, epoch): a resumed run sees the same batches.
       perm = np.random.default_rng([seed, epoch]).permutation(len(x_NHWC))
     idx = perm[i * bs:(i + 1) * bs]
-    state, metrics = trainer.train_step(state, x_NHWC[idx], y_N[idx],
+    x, y = parallel.shard_batch(mesh, x_NHWC[idx], y_N[idx])
+    state, metrics = trainer.train_step(state, x, y,
                                         jax.random.fold_in(key, step))
     done = step + 1
     if done % log_every == 0 or done == num_steps:

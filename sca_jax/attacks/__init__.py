@@ -8,8 +8,8 @@ Config (every section and field optional except `attacks`):
       #   leak         "last_hidden" (end_to_end) / "first" (split); any name
       #                of model.representation_names()
       #   net          "deconv" | "mlp"        net_args  {} (net keywords:
-      #                mlp: hidden=(1024,); deconv: channels=128,
-      #                min_channels=32, kernel=4)
+      #                mlp: hidden=(1024,); deconv: channels=64,
+      #                min_channels=16, kernel=4)
       #   epochs 20, batch_size 64, learning_rate 1e-3 (Adam), loss "mse" |
       #   "bce", val_fraction 0.1, num_images 512, grid_per_group 4 (0: no
       #   picture), represent_batch_size 256, eval_batch_size 256, log_every 1

@@ -1,0 +1,191 @@
+"""Inversion attacks on a small MNIST target: they learn, beat the mean-image
+floor, leave the target bit-identical, and reject bad configs before compute."""
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+from sca_jax import attacks
+from sca_jax import data
+from sca_jax import evaluation
+from sca_jax.attacks import inversion
+from sca_jax.models import build_model
+
+DEFENSE = dict(name="no_defense", features=(8, 16), kernel=5, strides=(2, 2),
+               hidden=(64,), lam=0.5, tau=10.0, num_iters=20)
+
+
+def _data_dir() -> Path:
+  env = os.environ.get(data.sources.DATA_DIR_ENV)
+  return Path(env) if env else (
+      Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+@pytest.fixture(scope="module")
+def mnist():
+  if not (_data_dir() / "mnist").is_dir():
+    pytest.skip(f"MNIST not found at {_data_dir()}")
+  return data.make_splits(ml_collections.ConfigDict(dict(
+      name="mnist", data_dir=str(_data_dir()), train_fraction=0.7,
+      max_train=600, max_test=300, max_aux=1200)), seed=0)
+
+
+def _model(splits, **overrides):
+  cfg = ml_collections.ConfigDict({**DEFENSE, **overrides})
+  return build_model(cfg, splits.image_shape, splits.num_classes,
+                     jax.random.key(0))
+
+
+def _config(**attack):
+  c = ml_collections.ConfigDict()
+  c.attacks = tuple(attack) or ("end_to_end",)
+  c.attack = ml_collections.ConfigDict(attack)
+  c.eval_classifier = ml_collections.ConfigDict(
+      dict(epochs=2, max_train=600))
+  return c
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+  """Fails the test if an attack gets as far as training anything."""
+  def boom(*args, **kwargs):
+    raise AssertionError("compute started before the config was checked")
+  monkeypatch.setattr(evaluation, "get_eval_classifier", boom)
+  monkeypatch.setattr(inversion, "query", boom)
+
+
+def test_unknown_attack_name_fails_before_compute(mnist, tmp_path,
+                                                  no_compute):
+  config = _config()
+  config.attacks = ("end_to_end", "model_stealing")
+  with pytest.raises(ValueError, match=r"'model_stealing'.*config field "
+                     r"attacks.*allowed: \['end_to_end', 'split'\]"):
+    attacks.run_attacks(config, _model(mnist), mnist, tmp_path,
+                        jax.random.key(0))
+  # A bare string, not a tuple of names.
+  with pytest.raises(ValueError, match="tuple of attack names"):
+    attacks.validate(ml_collections.ConfigDict(dict(attacks="split")))
+
+
+def test_unknown_leak_fails_before_compute(mnist, tmp_path, no_compute):
+  config = _config(split=dict(leak="layer9_lca"))
+  attacks.validate(config)  # fine without a model: leaks need one
+  with pytest.raises(ValueError, match=r"config\.attack\.split\.leak: "
+                     r"'layer9_lca'.*allowed: \['first', 'last_hidden', "
+                     r"'layer0_conv'"):
+    attacks.run_attacks(config, _model(mnist), mnist, tmp_path,
+                        jax.random.key(0))
+
+
+@pytest.mark.parametrize("attack,message", [
+    (dict(epoch=3), r"unknown field config\.attack\.split\.epoch\b"),
+    (dict(net="unet"), r"'unet' \(config field attack\.split\.net\)"),
+    (dict(net="mlp", net_args=dict(channels=8)), r"net_args.*'channels'"),
+    (dict(loss="l1"), r"config\.attack\.split\.loss"),
+    (dict(val_fraction=1.0), r"config\.attack\.split\.val_fraction"),
+])
+def test_bad_attack_settings_are_named(attack, message):
+  with pytest.raises(ValueError, match=message):
+    attacks.validate(_config(split=attack))
+
+
+def test_settings_for_unknown_attack_are_rejected():
+  config = _config()
+  config.attack.inversion = dict(epochs=1)
+  with pytest.raises(ValueError, match=r"config\.attack\.inversion"):
+    attacks.validate(config)
+
+
+def test_defaults_differ_only_in_leak():
+  e2e = attacks.attack_config("end_to_end").to_dict()
+  split = attacks.attack_config("split").to_dict()
+  assert e2e.pop("leak") == "last_hidden" and split.pop("leak") == "first"
+  assert e2e == split
+  paper = attacks.default_config(paper=True)
+  assert paper.attack.split.epochs == 50 and paper.attack.split.batch_size == 16
+
+
+def test_represent_passes_key_to_emitting_defenses(mnist):
+  """The noise hook: a model with `leaked_representations` gets the key."""
+  model = _model(mnist)
+
+  class Noisy(type(model)):
+    def leaked_representations(self, x_BHWC, key):
+      _, reps = self(x_BHWC)
+      return {k: v + jax.random.normal(key, v.shape) for k, v in reps.items()}
+
+  noisy = _model(mnist)
+  noisy.__class__ = Noisy
+  x = mnist.aux_x[:4]
+  plain = attacks.inversion.make_represent(model, "first")
+  np.testing.assert_array_equal(plain(x, jax.random.key(0)),
+                                plain(x, jax.random.key(1)))
+  emit = attacks.inversion.make_represent(noisy, "first")
+  assert not np.allclose(emit(x, jax.random.key(0)), emit(x, jax.random.key(1)))
+
+
+def test_attacks_learn_beat_floor_and_leave_target_untouched(
+    mnist, tmp_path, monkeypatch):
+  monkeypatch.setenv(evaluation.CACHE_ENV, str(tmp_path / "cache"))
+  model = _model(mnist)
+  before = [np.array(v) for v in jax.tree.leaves(nnx.state(model))]
+  common = dict(epochs=4, batch_size=32, num_images=96, grid_per_group=3)
+  config = _config(
+      split=dict(net="mlp", net_args=dict(hidden=(256,)), **common),
+      end_to_end=dict(net="deconv", net_args=dict(channels=16, min_channels=8),
+                      **common))
+  results = attacks.run_attacks(config, model, mnist, tmp_path,
+                                jax.random.key(3))
+
+  after = [np.array(v) for v in jax.tree.leaves(nnx.state(model))]
+  assert len(before) == len(after)
+  assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+  assert set(results) == {"split", "end_to_end"}
+  for name, r in results.items():
+    assert r["leak"]["name"] == ("first" if name == "split" else "last_hidden")
+    assert r["leak"]["shape"] == ([14, 14, 8] if name == "split" else [64])
+    hist = r["history"]
+    assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"], hist
+    assert r["best_val_loss"] <= min(h["val_loss"] for h in hist)
+    assert r["psnr"]["mean"] > r["floor"]["psnr"]["mean"] + 1.0, name
+    assert r["ssim"]["mean"] > r["floor"]["ssim"]["mean"] + 0.1, name
+    assert r["fid"] < r["floor"]["fid"], name
+    assert r["attack_accuracy"]["mean"] > r["floor"]["attack_accuracy"]["mean"]
+    assert r["num_images"] == 96 and r["psnr"]["n"] == 96
+    assert r["fid_feature_network"].startswith("eval_cnn:mnist:seed0:")
+    assert r["eval_classifier"]["test_accuracy"] > 0.5
+    png = tmp_path / "attacks" / f"{name}.png"
+    assert Path(r["grid"]["path"]) == png
+    with Image.open(png) as im:
+      assert im.format == "PNG" and im.size[0] > im.size[1] > 100
+    assert sum(len(v) for v in r["grid"]["indices"].values()) == 9
+  json.dumps(results)  # the caller writes it to results.json
+
+
+def test_train_step_is_pure(mnist):
+  net = attacks.inversion_nets.build_inversion_net(
+      "deconv", (64,), (28, 28, 1), dict(channels=8, min_channels=8),
+      nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+  import optax  # pylint: disable=g-import-not-at-top
+  tx = optax.adam(1e-3)
+  state = inversion.InversionState(params, rest, tx.init(params))
+  step = jax.jit(inversion.make_train_step(graphdef, tx, "bce"))
+  batch = (jnp.ones((4, 64)), jnp.asarray(mnist.aux_x[:4]))
+  s1, m1 = step(state, batch, jax.random.key(0))
+  s2, m2 = step(state, batch, jax.random.key(0))
+  assert float(m1["loss"]) == float(m2["loss"])
+  leaves = lambda s: [np.asarray(v) for v in jax.tree.leaves(s)]
+  assert all(np.array_equal(a, b) for a, b in zip(leaves(s1), leaves(s2)))
+  # The input state is not modified; batch statistics did move.
+  assert not all(np.array_equal(a, b) for a, b in
+                 zip(leaves(state.rest), leaves(s1.rest)))
