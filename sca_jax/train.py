@@ -103,7 +103,7 @@ class Trainer:
       frozen = jax.tree.map(lambda v: v, (state.dicts, state.stats, state.rest))
       model = nnx.merge(self.graphdef, frozen[0] if dicts is None else dicts,
                         params, frozen[1], frozen[2])
-      logits, reps = model(x_BHWC, train=True)
+      logits, reps = model(x_BHWC, train=True, key=key)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
       metrics = {"ce": loss}
       if self.extra_loss is not None:
@@ -141,14 +141,17 @@ class Trainer:
     nnx.replace_by_pure_dict(dicts, pure)
     return dicts
 
-  def _eval_logits(self, state: TrainState, x_BHWC):
-    return self.model(state)(x_BHWC, train=False)[0]
+  def _eval_logits(self, state: TrainState, x_BHWC, key):
+    return self.model(state)(x_BHWC, train=False, key=key)[0]
 
   def evaluate(self, state: TrainState, x_BHWC: np.ndarray, y_B: np.ndarray,
-               batch_size: int) -> float:
+               batch_size: int, key: jax.Array | None = None) -> float:
+    """Accuracy in eval mode; `key` draws inference-time noise, if any."""
+    key = jax.random.key(0) if key is None else key
     correct = 0
     for i in range(0, len(x_BHWC), batch_size):
-      logits = self.eval_logits(state, x_BHWC[i:i + batch_size])
+      logits = self.eval_logits(state, x_BHWC[i:i + batch_size],
+                                jax.random.fold_in(key, i))
       correct += int(jnp.sum(jnp.argmax(logits, -1) == y_B[i:i + batch_size]))
     return correct / max(len(x_BHWC), 1)
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from PIL import Image
@@ -38,10 +39,15 @@ def mnist():
       max_train=600, max_test=300, max_aux=1200)), seed=0)
 
 
-def _model(splits, **overrides):
-  cfg = ml_collections.ConfigDict({**DEFENSE, **overrides})
-  return build_model(cfg, splits.image_shape, splits.num_classes,
-                     jax.random.key(0))
+def _model(splits):
+  return build_model(ml_collections.ConfigDict(DEFENSE), splits.image_shape,
+                     splits.num_classes, jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def target(mnist):
+  """One (untrained) target for the module: initialising costs compiles."""
+  return _model(mnist)
 
 
 def _config(**attack):
@@ -62,27 +68,26 @@ def no_compute(monkeypatch):
   monkeypatch.setattr(inversion, "query", boom)
 
 
-def test_unknown_attack_name_fails_before_compute(mnist, tmp_path,
+def test_unknown_attack_name_fails_before_compute(mnist, target, tmp_path,
                                                   no_compute):
   config = _config()
   config.attacks = ("end_to_end", "model_stealing")
   with pytest.raises(ValueError, match=r"'model_stealing'.*config field "
                      r"attacks.*allowed: \['end_to_end', 'split'\]"):
-    attacks.run_attacks(config, _model(mnist), mnist, tmp_path,
-                        jax.random.key(0))
+    attacks.run_attacks(config, target, mnist, tmp_path, jax.random.key(0))
   # A bare string, not a tuple of names.
   with pytest.raises(ValueError, match="tuple of attack names"):
     attacks.validate(ml_collections.ConfigDict(dict(attacks="split")))
 
 
-def test_unknown_leak_fails_before_compute(mnist, tmp_path, no_compute):
+def test_unknown_leak_fails_before_compute(mnist, target, tmp_path,
+                                          no_compute):
   config = _config(split=dict(leak="layer9_lca"))
   attacks.validate(config)  # fine without a model: leaks need one
   with pytest.raises(ValueError, match=r"config\.attack\.split\.leak: "
                      r"'layer9_lca'.*allowed: \['first', 'last_hidden', "
                      r"'layer0_conv'"):
-    attacks.run_attacks(config, _model(mnist), mnist, tmp_path,
-                        jax.random.key(0))
+    attacks.run_attacks(config, target, mnist, tmp_path, jax.random.key(0))
 
 
 @pytest.mark.parametrize("attack,message", [
@@ -113,31 +118,44 @@ def test_defaults_differ_only_in_leak():
   assert paper.attack.split.epochs == 50 and paper.attack.split.batch_size == 16
 
 
-def test_represent_passes_key_to_emitting_defenses(mnist):
-  """The noise hook: a model with `leaked_representations` gets the key."""
-  model = _model(mnist)
+def test_represent_passes_key_to_stochastic_targets(mnist, target):
+  """The noise hooks: `leaked_representations(x, key)` or `__call__(.., key)`."""
+  base = type(target)
 
-  class Noisy(type(model)):
+  def noised(reps, key):
+    return {k: v + jax.random.normal(key, v.shape) for k, v in reps.items()}
+
+  class Emitting(base):
     def leaked_representations(self, x_BHWC, key):
-      _, reps = self(x_BHWC)
-      return {k: v + jax.random.normal(key, v.shape) for k, v in reps.items()}
+      return noised(self(x_BHWC)[1], key)
 
-  noisy = _model(mnist)
-  noisy.__class__ = Noisy
+  class KeyedCall(base):
+    def __call__(self, x_BHWC, train=False, key=None):
+      logits, reps = super().__call__(x_BHWC, train)
+      return logits, noised(reps, key)
+
   x = mnist.aux_x[:4]
-  plain = attacks.inversion.make_represent(model, "first")
-  np.testing.assert_array_equal(plain(x, jax.random.key(0)),
-                                plain(x, jax.random.key(1)))
-  emit = attacks.inversion.make_represent(noisy, "first")
-  assert not np.allclose(emit(x, jax.random.key(0)), emit(x, jax.random.key(1)))
+  keys = jax.random.key(0), jax.random.key(1)
+  plain = inversion.make_represent(target, "first")
+  np.testing.assert_array_equal(plain(x, keys[0]), plain(x, keys[1]))
+  for cls in (Emitting, KeyedCall):
+    noisy = nnx.clone(target)
+    noisy.__class__ = cls
+    represent = inversion.make_represent(noisy, "first")
+    assert not np.allclose(represent(x, keys[0]), represent(x, keys[1]))
+    np.testing.assert_array_equal(represent(x, keys[0]),
+                                  represent(x, keys[0]))
 
 
 def test_attacks_learn_beat_floor_and_leave_target_untouched(
-    mnist, tmp_path, monkeypatch):
+    mnist, target, tmp_path, monkeypatch):
   monkeypatch.setenv(evaluation.CACHE_ENV, str(tmp_path / "cache"))
-  model = _model(mnist)
+  model = target
   before = [np.array(v) for v in jax.tree.leaves(nnx.state(model))]
-  common = dict(epochs=4, batch_size=32, num_images=96, grid_per_group=3)
+  # Sized for CPU; with these settings the margins below are >= 2x (PSNR
+  # +3.3 dB for the deconv net, +6.6 dB for the mlp, over the floor).
+  common = dict(epochs=3, batch_size=16, learning_rate=3e-3, num_images=96,
+                grid_per_group=3)
   config = _config(
       split=dict(net="mlp", net_args=dict(hidden=(256,)), **common),
       end_to_end=dict(net="deconv", net_args=dict(channels=16, min_channels=8),
@@ -156,10 +174,12 @@ def test_attacks_learn_beat_floor_and_leave_target_untouched(
     hist = r["history"]
     assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"], hist
     assert r["best_val_loss"] <= min(h["val_loss"] for h in hist)
-    assert r["psnr"]["mean"] > r["floor"]["psnr"]["mean"] + 1.0, name
-    assert r["ssim"]["mean"] > r["floor"]["ssim"]["mean"] + 0.1, name
-    assert r["fid"] < r["floor"]["fid"], name
-    assert r["attack_accuracy"]["mean"] > r["floor"]["attack_accuracy"]["mean"]
+    floor = r["floor"]
+    assert r["psnr"]["mean"] > floor["psnr"]["mean"] + 1.5, name
+    assert r["ssim"]["mean"] > floor["ssim"]["mean"] + 0.15, name
+    assert r["fid"] < 0.5 * floor["fid"], name
+    assert (r["attack_accuracy"]["mean"] >
+            floor["attack_accuracy"]["mean"] + 0.2), name
     assert r["num_images"] == 96 and r["psnr"]["n"] == 96
     assert r["fid_feature_network"].startswith("eval_cnn:mnist:seed0:")
     assert r["eval_classifier"]["test_accuracy"] > 0.5
@@ -176,7 +196,6 @@ def test_train_step_is_pure(mnist):
       "deconv", (64,), (28, 28, 1), dict(channels=8, min_channels=8),
       nnx.Rngs(0))
   graphdef, params, rest = nnx.split(net, nnx.Param, ...)
-  import optax  # pylint: disable=g-import-not-at-top
   tx = optax.adam(1e-3)
   state = inversion.InversionState(params, rest, tx.init(params))
   step = jax.jit(inversion.make_train_step(graphdef, tx, "bce"))

@@ -61,8 +61,9 @@ def test_eval_classifier_accuracy_features_and_cache(mnist, tmp_path,
   clf = evaluation.get_eval_classifier(mnist, cfg)
   assert not clf.cached
   assert clf.name.startswith("eval_cnn:mnist:seed0:")
-  # 2000 images x 3 epochs; the same net reaches > 97% on 10k images.
-  assert clf.test_accuracy > 0.9, clf.test_accuracy
+  # 2000 images x 3 epochs gives ~0.915 here; the same net reaches ~0.977
+  # on 10k images (the default cap). Chance is 0.1.
+  assert clf.test_accuracy > 0.85, clf.test_accuracy
   feats = clf.features(mnist.test_x[:7])
   assert feats.shape == (7, 128) and np.all(feats >= 0)
   assert clf.logits(mnist.test_x[:7]).shape == (7, 10)

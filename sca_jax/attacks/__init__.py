@@ -85,7 +85,7 @@ def validate(config: ml_collections.ConfigDict
 
 
 def default_config(paper: bool = False) -> ml_collections.ConfigDict:
-  """Both attacks with every field spelled out (`paper`: 50 epochs, batch 16)."""
+  """Both attacks, every field spelled out (`paper`: 50 epochs, batch 16)."""
   c = ml_collections.ConfigDict()
   c.attacks = tuple(ATTACKS.names())
   c.attack = ml_collections.ConfigDict()

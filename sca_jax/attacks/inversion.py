@@ -1,4 +1,4 @@
-"""The learned-inversion attack shared by the end-to-end and split threat models.
+"""The learned-inversion attack shared by the end-to-end and split threats.
 
 The attacker (paper, Sec. 2 and Appendix B):
   1. queries the FROZEN target with its auxiliary images (held-out data, never
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import time
 from pathlib import Path
@@ -123,18 +124,23 @@ def make_represent(model: nnx.Module, leak: str) -> Represent:
   """`represent(x_BHWC, key) -> rep`: what the frozen target leaks.
 
   The target's state is captured here once and only read (eval mode: batch
-  norm running averages, no dropout). Noise defenses hook in by giving the
-  model a method `leaked_representations(x_BHWC, key) -> dict`, the attacker
-  then sees whatever it emits; otherwise the key is unused.
+  norm running averages, no dropout). Stochastic defenses get the key, so the
+  attacker sees whatever the deployed model emits for that query: through a
+  method `leaked_representations(x_BHWC, key) -> dict` if the model has one,
+  else through a `key` argument of `__call__` if it takes one; otherwise the
+  key is unused.
   """
   graphdef, state = nnx.split(model)
+  emits = hasattr(model, "leaked_representations")
+  takes_key = "key" in inspect.signature(type(model).__call__).parameters
 
   @jax.jit
   def represent(state, x_BHWC, key):
     target = nnx.merge(graphdef, state)
-    emit = getattr(target, "leaked_representations", None)
-    if emit is not None:
-      reps = emit(x_BHWC, key)
+    if emits:
+      reps = target.leaked_representations(x_BHWC, key)
+    elif takes_key:
+      _, reps = target(x_BHWC, train=False, key=key)
     else:
       _, reps = target(x_BHWC, train=False)
     return jax.lax.stop_gradient(reps[leak])
@@ -263,10 +269,11 @@ def train_inversion(net: inversion_nets.InversionNet, train: tuple, val: tuple,
             f"({rate:.0f} img/s)", flush=True)
   best_state, best_rec = best
 
+  predict = jax.jit(lambda s, rep: nnx.merge(graphdef, s.params, s.rest)(rep))
+
   def reconstruct(reps_N: np.ndarray) -> np.ndarray:
-    dummy = np.zeros((len(reps_N),) + x.shape[1:], np.float32)
-    return batched(lambda r, d: eval_step(best_state, r, d)[0],
-                   int(cfg.eval_batch_size), reps_N, dummy)
+    return batched(functools.partial(predict, best_state),
+                   int(cfg.eval_batch_size), reps_N)
 
   info = dict(train_time_s=time.time() - t0, history=history,
               final_train_loss=history[-1]["train_loss"],

@@ -26,7 +26,8 @@ def lca_config(cfg: ml_collections.ConfigDict) -> lca.LCAConfig:
         lam=float(cfg.lam), tau=float(cfg.tau), num_iters=int(cfg.num_iters),
         stride=1, threshold=cfg.get("threshold", "soft_nonneg"),
         normalize_input=bool(cfg.get("normalize_input", True)),
-        remat=bool(cfg.get("remat", False)))
+        remat=bool(cfg.get("remat", False)),
+        solver=cfg.get("solver", "lca"))
   except ValueError as e:
     raise ValueError(f"config.defense: {e}") from None
 

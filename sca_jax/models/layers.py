@@ -110,9 +110,16 @@ class LayerStack(nnx.Module):
     self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
     self.kinds = tuple(_parse(s)[0] for s in spec.layers)
 
-  def __call__(self, x_BHWC: jax.Array, train: bool = False
+  def __call__(self, x_BHWC: jax.Array, train: bool = False,
+               key: jax.Array | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Returns logits and every named representation (after each layer)."""
+    """Returns logits and every named representation (after each layer).
+
+    `key` feeds stochastic layers (noise defenses, information bottlenecks):
+    layer i draws from `fold_in(key, i)`, so every call with a fresh key sees
+    fresh noise, as a queried deployed model would.
+    """
+    del key  # no stochastic layer kinds yet; defenses add them
     reps: dict[str, jax.Array] = {}
     h = (x_BHWC - self.spec.input_mean) / self.spec.input_std
     for name, kind, module in zip(self.names, self.kinds, self.feature_layers):
