@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from sca_jax import attacks
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -58,7 +60,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 20
   c.train.keep = 2
 
-  c.attacks = ()
+  # Both inversion attacks after training; MLP inversion nets on CPU (the
+  # transposed-conv net is ~17x slower here and no better end to end).
+  attack_defaults = attacks.default_config()
+  c.attacks = ("end_to_end", "split")
+  c.attack = attack_defaults.attack
+  for name in c.attacks:
+    c.attack[name].net = "mlp"
+  c.eval_classifier = attack_defaults.eval_classifier
   return c
 
 
@@ -79,6 +88,8 @@ def paper_protocol(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.batch_size = 32
   c.train.checkpoint_every = 1000
   c.train.log_every = 100
+  paper_attacks = attacks.default_config(paper=True)
+  c.attack = paper_attacks.attack  # transposed-conv nets, 50 epochs, batch 16
   return c
 
 

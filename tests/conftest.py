@@ -33,6 +33,7 @@ def tiny_config(defense: str = "sca", data_dir: str | None = None
   c.train.eval_batch_size = 128
   c.train.checkpoint_every = 4
   c.train.log_every = 2
+  c.attacks = ()  # attack tests opt in (tests/test_experiment.py, test_attacks)
   return c
 
 

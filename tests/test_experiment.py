@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sca_jax import experiment
@@ -69,6 +70,24 @@ def test_skip_training_evaluates_the_checkpoint(tiny, tmp_path):
   evaluated = experiment.run(c, tmp_path)
   assert evaluated["test_accuracy"] == trained["test_accuracy"]
   assert evaluated["train"]["restored_step"] == 8
+
+
+def test_run_with_attacks_reports_them_beside_accuracy(tiny, tmp_path,
+                                                       monkeypatch):
+  monkeypatch.setenv("SCA_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  c = tiny("no_defense")
+  c.attacks = ("end_to_end", "split")
+  for name in c.attacks:
+    c.attack[name].update(epochs=2, num_images=32, grid_per_group=2)
+  c.eval_classifier.update(epochs=1, max_train=256)
+  results = experiment.run(c, tmp_path / "w")
+  for name in c.attacks:
+    r = results["attacks"][name]
+    assert r["num_images"] == 32 and np.isfinite(r["psnr"]["mean"])
+    assert "floor" in r and r["fid_feature_network"].startswith("eval_cnn")
+    assert (tmp_path / "w" / "attacks" / f"{name}.png").exists()
+  saved = json.loads((tmp_path / "w" / "results.json").read_text())
+  assert set(saved["attacks"]) == {"end_to_end", "split"}
 
 
 @pytest.mark.parametrize("config", sorted(
