@@ -333,7 +333,7 @@ def np_fid_inception(sd, images_NHWC) -> np.ndarray:
   return x.mean(axis=(2, 3))
 
 
-# --- tests ---------------------------------------------------------------------
+# --- tests --------------------------------------------------------------------
 
 
 def test_official_layout_and_parameter_count():
@@ -472,9 +472,9 @@ def test_basic_conv_blocks_match_numpy(model, official_sd):
 def test_features_match_numpy_reference(features, images, official_sd):
   assert features.shape == (4, 2048) and features.dtype == np.float32
   assert np.all(np.isfinite(features)) and np.all(features >= 0)
-  want = np_fid_inception(official_sd, images[:2])
+  want = np_fid_inception(official_sd, images[:1])
   # float32 vs float64 through 94 layers: measured ~3e-5 relative.
-  np.testing.assert_allclose(features[:2], want, rtol=1e-4,
+  np.testing.assert_allclose(features[:1], want, rtol=1e-4,
                              atol=1e-5 * np.abs(want).max())
 
 

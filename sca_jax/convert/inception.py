@@ -19,6 +19,7 @@ FID results record as their feature network.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -65,10 +66,15 @@ def _torch_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
   return shape
 
 
+@functools.cache
+def _official_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
+  return tuple((k, _torch_shape(k, s))
+               for k, s in _port_shapes(build_abstract()).items())
+
+
 def official_shapes() -> dict[str, tuple[int, ...]]:
   """Every key of the official state dict (bar BN counters), torch shapes."""
-  return {k: _torch_shape(k, s)
-          for k, s in _port_shapes(build_abstract()).items()}
+  return dict(_official_shapes())
 
 
 def to_port_layout(name: str, value: np.ndarray) -> np.ndarray:

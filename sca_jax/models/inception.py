@@ -289,7 +289,10 @@ class FIDInceptionV3(nnx.Module):
   """pytorch-fid's FID Inception-v3: images in [0, 1] -> (B, 2048) pool3.
 
   Attribute names are torchvision's (hence the capitals), so the state's
-  dotted paths are the official state-dict keys.
+  dotted paths are the official state-dict keys. Random init (He normal, BN
+  identity) is only a placeholder and, eagerly on CPU, takes about a minute
+  compiling one sampler per weight shape: load converted weights with
+  `sca_jax.convert.inception.load_fid_inception` instead.
   """
 
   def __init__(self, *, rngs: nnx.Rngs):
