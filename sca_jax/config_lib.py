@@ -59,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 100
   c.train.log_every = 20
   c.train.keep = 2
+  c.train.num_devices = ml_collections.config_dict.placeholder(int)  # all
 
   # Both inversion attacks after training; MLP inversion nets on CPU (the
   # transposed-conv net is ~17x slower here and no better end to end).

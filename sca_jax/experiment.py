@@ -139,10 +139,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   model = build_model(config.defense, splits.image_shape, splits.num_classes,
                       init_key)
   extra = defense.extra_loss(config.defense) if defense.extra_loss else None
+  train_x, train_y = splits.train_x, splits.train_y
+  if defense.prepare_data is not None:  # e.g. real + GAN-generated images
+    train_x, train_y = defense.prepare_data(
+        config.defense, train_x, train_y, jax.random.fold_in(train_key, 1))
   trainer = train_lib.Trainer(
       model, config.defense,
       train_lib.make_optimizer(config.train, 1 + config.train.epochs * (
-          len(splits.train_x) // config.train.batch_size)), extra)
+          len(train_x) // config.train.batch_size)), extra)
 
   if config.train.skip:
     state = Checkpointer(workdir / "checkpoints").restore_latest(
@@ -153,7 +157,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     train_info = {"skipped": True, "restored_step": int(state.step)}
   else:
     state, train_info = train_lib.fit(
-        trainer, config.train, splits.train_x, splits.train_y, workdir,
+        trainer, config.train, train_x, train_y, workdir,
         train_key, config.seed)
 
   bs = int(config.train.eval_batch_size)
@@ -179,6 +183,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                   "devices": [str(d) for d in jax.devices()],
                   "jax": jax.__version__},
   }
+  if defense.report is not None:  # e.g. the DP-SGD epsilon
+    results.update(defense.report(config.defense, len(train_x), config.train))
   if config.attacks:
     from sca_jax import attacks  # pylint: disable=g-import-not-at-top
     results["attacks"] = attacks.run_attacks(config, model, splits, workdir,

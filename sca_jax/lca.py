@@ -20,13 +20,16 @@ iteration, and the residual gives the reconstruction error for the trace.
 
 The iterations run as a `jax.lax.scan`, so the solve is differentiable end to
 end (input and dictionary); `remat=True` recomputes each step's intermediates
-in the backward pass instead of storing them.
+in the backward pass instead of storing them, `grad="remat_chunked"`
+checkpoints chunks of ~sqrt(T) steps, and `grad="implicit"` differentiates the
+fixed point instead of the iterations (see `_solve_implicit_bwd`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -35,12 +38,23 @@ from jax import lax
 
 THRESHOLDS = ("soft_nonneg", "soft", "hard")
 SOLVERS = ("lca", "fista")
+GRADS = ("unrolled", "remat_chunked", "implicit")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 @dataclasses.dataclass(frozen=True)
 class LCAConfig:
-  """Settings of one LCA solve (hashable: used as a static jit argument)."""
+  """Settings of one LCA solve (hashable: used as a static jit argument).
+
+  `grad` picks how gradients flow through the solve: "unrolled" is autodiff
+  through every iteration (`remat=True` recomputes each step instead of
+  storing it); "remat_chunked" stores one state per chunk of ~sqrt(num_iters)
+  steps (memory O(sqrt(T)), one extra forward pass); "implicit"
+  differentiates the exact minimiser at the fixed point (memory of one solve,
+  backward cost `cg_iters` decode/encode pairs at most; needs a converged
+  solve, e.g. FISTA). `cg_iters`/`cg_tol` bound the conjugate-gradient solve
+  of the implicit backward pass.
+  """
 
   lam: float = 0.5
   tau: float = 100.0
@@ -50,6 +64,9 @@ class LCAConfig:
   normalize_input: bool = True
   remat: bool = False
   solver: str = "lca"
+  grad: str = "unrolled"
+  cg_iters: int = 200
+  cg_tol: float = 1e-6
 
   def __post_init__(self):
     if not self.lam >= 0:
@@ -64,6 +81,11 @@ class LCAConfig:
       raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
     if self.solver == "fista" and self.threshold == "hard":
       raise ValueError("solver 'fista' needs a soft threshold (convex objective)")
+    if self.grad not in GRADS:
+      raise ValueError(f"grad must be one of {GRADS}, got {self.grad!r}")
+    if int(self.cg_iters) < 1 or not self.cg_tol > 0:
+      raise ValueError(f"cg_iters must be >= 1 and cg_tol > 0, got "
+                       f"{self.cg_iters}, {self.cg_tol}")
     if self.threshold not in THRESHOLDS:
       raise ValueError(
           f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")
@@ -118,13 +140,72 @@ def _pads(size: int, kernel: int, stride: int) -> tuple[tuple[int, int], ...]:
   return (lo, hi), (kernel - 1 - lo, kernel - 1 - hi + skipped)
 
 
+# Stride-1 fast paths, chosen by measurement on a 2-core AVX2 CPU (batch 64,
+# 28x28, kernel 5; numbers in results/bench/README.md). XLA's CPU convolution
+# (Eigen) is slow when the decoder writes a single channel (64 -> 1: 17 ms of a
+# 22 ms iteration) and, erratically, when a 1-channel encoder has few features
+# (1 -> 8 or 16 slower than 1 -> 64); an im2col matrix product wins there. With
+# more input channels the patches matrix grows C-fold and the convolution wins.
+_PATCHES_ENCODE_MAX_FEATURES = 24
+# Read at trace time; scripts/bench_lca.py switches it off to time the
+# generic convolution paths against the fast ones.
+_STRIDE1_FAST_PATHS = True
+
+
+def _taps_decode_ok(D_KKCF, stride) -> bool:
+  return _STRIDE1_FAST_PATHS and stride == 1 and D_KKCF.shape[2] == 1
+
+
+def _patches_encode_ok(D_KKCF, stride) -> bool:
+  return (_STRIDE1_FAST_PATHS and stride == 1 and D_KKCF.shape[2] == 1
+          and D_KKCF.shape[3] < _PATCHES_ENCODE_MAX_FEATURES)
+
+
+# Jitted so that eager calls (outside any jit) compile once instead of
+# dispatching the K*K taps op by op; inside a jit they are inlined.
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def _conv(x_BHWC, D_KKCF, stride, hw):
   pads = [_pads(n, D_KKCF.shape[0], stride)[0] for n in hw]
+  if _patches_encode_ok(D_KKCF, stride):
+    k, _, c, f = D_KKCF.shape
+    patches = lax.conv_general_dilated_patches(
+        x_BHWC, (k, k), (1, 1), pads, dimension_numbers=_DIMS)  # (c, i, j)
+    D_PF = D_KKCF.transpose(2, 0, 1, 3).reshape(c * k * k, f)
+    return (patches.reshape(-1, c * k * k) @ D_PF).reshape(
+        *x_BHWC.shape[:3], f)
   return lax.conv_general_dilated(x_BHWC, D_KKCF, (stride, stride), pads,
                                   dimension_numbers=_DIMS)
 
 
+def _decode_taps(a_BHWF, D_KKCF, hw):
+  """Stride-1 decode as one matmul over features, then K*K shifted adds.
+
+  P[b, h, w, i, j] = sum_f a[b, h, w, f] D[i, j, :, f] is the atom placed at
+  code position (h, w); pixel (h - lo + i, w - lo + j) receives tap (i, j).
+  Each tap's slice is padded back to the image size separately so XLA fuses
+  all K*K adds into one loop without materialising a padded copy of P.
+  """
+  k, _, c, f = D_KKCF.shape
+  (h, w), b = hw, a_BHWF.shape[0]
+  lo_h, lo_w = same_padding(h, k, 1)[0], same_padding(w, k, 1)[0]
+  D_FP = D_KKCF.transpose(3, 0, 1, 2).reshape(f, k * k * c)
+  P = (a_BHWF.reshape(-1, f) @ D_FP).reshape(b, h, w, k, k, c)
+  out = jnp.zeros((b, h, w, c), a_BHWF.dtype)
+  for i in range(k):
+    for j in range(k):
+      di, dj = i - lo_h, j - lo_w  # tap (i, j) lands di rows lower
+      if abs(di) >= h or abs(dj) >= w:
+        continue  # falls entirely outside the image
+      tap = P[:, max(0, -di):h - max(0, di), max(0, -dj):w - max(0, dj), i, j]
+      out = out + jnp.pad(tap, ((0, 0), (max(0, di), max(0, -di)),
+                                (max(0, dj), max(0, -dj)), (0, 0)))
+  return out
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def _conv_t(a_BHWF, D_KKCF, stride, hw):
+  if _taps_decode_ok(D_KKCF, stride):
+    return _decode_taps(a_BHWF, D_KKCF, hw)
   pads = [_pads(n, D_KKCF.shape[0], stride)[1] for n in hw]
   return lax.conv_transpose(a_BHWF, D_KKCF, (stride, stride), pads,
                             dimension_numbers=_DIMS, transpose_kernel=True)
@@ -234,7 +315,12 @@ def objective(x_BHWC: jax.Array, a_BHWF: jax.Array, D_KKCF: jax.Array,
 @functools.partial(jax.jit, static_argnames=("cfg", "return_trace"))
 def solve(x_BHWC: jax.Array, D_KKCF: jax.Array, cfg: LCAConfig,
           return_trace: bool = False) -> LCAResult:
-  """Runs `cfg.num_iters` LCA iterations from u = 0; returns the codes."""
+  """Runs `cfg.num_iters` solver iterations from zero; returns the codes.
+
+  Gradients with respect to the input and the dictionary follow `cfg.grad`.
+  With `grad="implicit"` only the codes carry gradients: the potentials and
+  the trace are returned as constants.
+  """
   if x_BHWC.ndim != 4 or D_KKCF.ndim != 4:
     raise ValueError(f"expected x (B,H,W,C) and D (K,K,C,F), got "
                      f"{x_BHWC.shape} and {D_KKCF.shape}")
@@ -243,9 +329,18 @@ def solve(x_BHWC: jax.Array, D_KKCF: jax.Array, cfg: LCAConfig,
                      f"dictionary expects {D_KKCF.shape[2]}")
   if cfg.normalize_input:
     x_BHWC = normalize_input(x_BHWC)
+  if cfg.grad == "implicit":
+    a, u, trace = _solve_implicit(x_BHWC, D_KKCF, cfg, return_trace)
+    u, trace = lax.stop_gradient((u, trace))
+  else:
+    a, u, trace = _iterate(x_BHWC, D_KKCF, cfg, return_trace)
+  return LCAResult(a, u, x_BHWC, trace)
+
+
+def _iterate(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
+  """(codes, potentials, trace) after `cfg.num_iters` steps of the solver."""
   if cfg.solver == "fista":
-    a, u, trace = _solve_fista(x_BHWC, D_KKCF, cfg, return_trace)
-    return LCAResult(a, u, x_BHWC, trace)
+    return _iterate_fista(x_BHWC, D_KKCF, cfg, return_trace)
   hw = x_BHWC.shape[1:3]
   s, lam, eta = cfg.stride, cfg.lam, 1.0 / cfg.tau
 
@@ -256,12 +351,45 @@ def solve(x_BHWC: jax.Array, D_KKCF: jax.Array, cfg: LCAConfig,
     u_new = u + eta * (encode(resid, D_KKCF, s) - u + a)
     return u_new, (_trace(resid, a, lam) if return_trace else None)
 
+  u, trace = _scan(step, _zero_codes(x_BHWC, D_KKCF, s), cfg.num_iters, cfg)
+  return threshold(u, lam, cfg.threshold), u, trace
+
+
+def _zero_codes(x_BHWC, D_KKCF, stride):
+  out_hw = [-(-n // stride) for n in x_BHWC.shape[1:3]]
+  return jnp.zeros((x_BHWC.shape[0], *out_hw, D_KKCF.shape[-1]), x_BHWC.dtype)
+
+
+def _scan(step, init, length: int, cfg: LCAConfig):
+  """`lax.scan(step, init, None, length)` under the configured gradient
+  schedule: every step stored, every step recomputed (`remat`), or chunks."""
+  if cfg.grad == "remat_chunked":
+    return _chunked_scan(step, init, length)
   if cfg.remat:
     step = jax.checkpoint(step)
-  out_hw = [-(-n // s) for n in hw]
-  u0 = jnp.zeros((x_BHWC.shape[0], *out_hw, D_KKCF.shape[-1]), x_BHWC.dtype)
-  u, trace = lax.scan(step, u0, None, length=cfg.num_iters)
-  return LCAResult(threshold(u, lam, cfg.threshold), u, x_BHWC, trace)
+  return lax.scan(step, init, None, length=length)
+
+
+def _chunked_scan(step, init, length: int):
+  """Checkpointed in chunks of ~sqrt(T) steps (Griewank's two-level schedule).
+
+  The backward pass stores one carry per chunk and, for the chunk being
+  differentiated, that chunk's steps: O(sqrt(T)) states instead of T, for
+  one extra forward pass.
+  """
+  chunk = max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
+  n, rem = divmod(length, chunk)
+
+  def run(num_steps):
+    return jax.checkpoint(
+        lambda c: lax.scan(step, c, None, length=num_steps))
+
+  carry, ys = lax.scan(lambda c, _: run(chunk)(c), init, None, length=n)
+  ys = jax.tree.map(lambda y: y.reshape(n * chunk, *y.shape[2:]), ys)
+  if rem:
+    carry, ys_rem = run(rem)(carry)
+    ys = jax.tree.map(lambda y, z: jnp.concatenate([y, z]), ys, ys_rem)
+  return carry, ys
 
 
 def lipschitz(D_KKCF: jax.Array, hw: tuple[int, int], stride: int = 1,
@@ -281,18 +409,18 @@ def lipschitz(D_KKCF: jax.Array, hw: tuple[int, int], stride: int = 1,
   return 1.05 * jnp.sum(Dv**2) / jnp.sum(v**2)
 
 
-def _solve_fista(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
+def _iterate_fista(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
   """FISTA (Beck & Teboulle 2009) on the LCA objective: same fixed point as
   the LCA dynamics, reached in far fewer iterations. Step 1/L; the state
-  carried as "potentials" is the gradient step before thresholding, so the
-  codes are `T_{lam/L}(u)` like LCA's `T_lam(u)`."""
+  returned as "potentials" is the last gradient step before thresholding, so
+  the codes are `T_{lam/L}(u)` like LCA's `T_lam(u)`."""
   hw = x_BHWC.shape[1:3]
   s = cfg.stride
   step = 1.0 / lax.stop_gradient(lipschitz(D_KKCF, hw, s))
   lam_step = cfg.lam * step
 
-  def body(carry, _):
-    a, z, t, _ = carry
+  def body(carry):
+    a, z, t = carry
     resid = x_BHWC - decode(z, D_KKCF, s, hw)
     u = z + step * encode(resid, D_KKCF, s)
     a_new = threshold(u, lam_step, cfg.threshold)
@@ -301,15 +429,97 @@ def _solve_fista(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
     trace = None
     if return_trace:  # of the new codes: one more decode, only when traced
       trace = _trace(x_BHWC - decode(a_new, D_KKCF, s, hw), a_new, cfg.lam)
-    return (a_new, z_new, t_new, u), trace
+    return (a_new, z_new, t_new), u, trace
 
-  if cfg.remat:
-    body = jax.checkpoint(body)
-  out_hw = [-(-n // s) for n in hw]
-  a0 = jnp.zeros((x_BHWC.shape[0], *out_hw, D_KKCF.shape[-1]), x_BHWC.dtype)
-  init = (a0, a0, jnp.ones((), a0.dtype), a0)
-  (a, _, _, u), trace = lax.scan(body, init, None, length=cfg.num_iters)
+  def scan_body(carry, _):
+    carry, _, trace = body(carry)
+    return carry, trace
+
+  a0 = _zero_codes(x_BHWC, D_KKCF, s)
+  init = (a0, a0, jnp.ones((), a0.dtype))
+  # u is not carried (a 4th state array in every stored step); the last
+  # step runs outside the scan to return it.
+  carry, trace = _scan(scan_body, init, cfg.num_iters - 1, cfg)
+  (a, _, _), u, last = body(carry)
+  if return_trace:
+    trace = jax.tree.map(lambda t, l: jnp.concatenate([t, l[None]]), trace,
+                         last)
   return a, u, trace
+
+
+# ----------------------------------------------------------------------------
+# Implicit differentiation at the fixed point
+# ----------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _solve_implicit(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
+  return _iterate(x_BHWC, D_KKCF, cfg, return_trace)
+
+
+def _solve_implicit_fwd(x_BHWC, D_KKCF, cfg, return_trace):
+  out = _iterate(x_BHWC, D_KKCF, cfg, return_trace)
+  return out, (x_BHWC, D_KKCF, out[0])
+
+
+def _solve_implicit_bwd(cfg, return_trace, res, cts):
+  """Gradients of the exact minimiser a*(x, D), from its optimality condition.
+
+  On the active set S (a* != 0) the fixed point satisfies
+      R(a_S; x, D) = [D^T (x - D a*)]_S - lam sign(a*_S) = 0,
+  and a* = 0 off S (locally constant if no code sits exactly at the
+  threshold). dR/da_S = -(D^T D)_SS, so by the implicit function theorem
+      d a_S = (D^T D)_SS^{-1} [d_{x,D} h]_S,   h(x, D) = D^T (x - D a*),
+  and for a loss with cotangent g: solve (D^T D)_SS v = g_S (conjugate
+  gradient, matrix-free through decode/encode, masked to S), then the input
+  and dictionary gradients are the VJP of h at v: D v, and
+  sum_patches[(x - D a*) (x) v - (D v) (x) a*]. The lam term does not depend
+  on (x, D), so the same holds for the hard threshold (lam -> 0 on S).
+  """
+  del return_trace
+  x_BHWC, D_KKCF, a = res
+  g_a = cts[0]
+  s, hw = cfg.stride, x_BHWC.shape[1:3]
+  active = (a != 0).astype(a.dtype)
+
+  def gram(v):  # (D^T D)_SS v, with v kept on S
+    return active * encode(decode(active * v, D_KKCF, s, hw), D_KKCF, s)
+
+  v = _batched_cg(gram, active * g_a, cfg.cg_iters, cfg.cg_tol)
+  _, vjp = jax.vjp(
+      lambda x, D: encode(x - decode(a, D, s, hw), D, s), x_BHWC, D_KKCF)
+  return vjp(v)
+
+
+_solve_implicit.defvjp(_solve_implicit_fwd, _solve_implicit_bwd)
+
+
+def _batched_cg(matvec, b, max_iters: int, tol: float):
+  """Conjugate gradient for a block-diagonal SPD system, one block per sample
+  (leading axis): each sample has its own step sizes and stops at
+  ||r|| <= tol ||b||; the loop ends when all have, or after max_iters."""
+  axes = tuple(range(1, b.ndim))
+  dot = lambda p, q: jnp.sum(p * q, axis=axes, keepdims=True)
+  thresh = tol**2 * dot(b, b)
+
+  def cond(state):
+    i, _, _, _, rs = state
+    return (i < max_iters) & jnp.any(rs > thresh)
+
+  def body(state):
+    i, x, r, p, rs = state
+    Ap = matvec(p)
+    pAp = dot(p, Ap)
+    live = (rs > thresh) & (pAp > 0)  # converged, or a null direction
+    alpha = jnp.where(live, rs / jnp.where(live, pAp, 1.0), 0.0)
+    x = x + alpha * p
+    r = r - alpha * Ap
+    rs_new = dot(r, r)
+    beta = jnp.where(live, rs_new / jnp.where(live, rs, 1.0), 0.0)
+    return i + 1, x, r, r + beta * p, jnp.where(live, rs_new, 0.0)
+
+  init = (jnp.zeros((), jnp.int32), jnp.zeros_like(b), b, b, dot(b, b))
+  return lax.while_loop(cond, body, init)[1]
 
 
 def _trace(resid_BHWC, a_BHWF, lam) -> dict[str, jax.Array]:

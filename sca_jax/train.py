@@ -9,6 +9,11 @@ dictionary update on every sparse layer except the first (the one coding the
 image), using the codes of the step's forward pass. Backprop into the
 dictionaries themselves (footnote 3) is a separate switch. Both are config
 choices: `defense.hebbian` and `defense.backprop_dictionaries`.
+
+DP-SGD (Abadi et al. 2016) when `defense.dp_sgd` is set (clip_norm,
+noise_multiplier): per-example gradients by vmap, each clipped to clip_norm in
+L2 over all parameters, summed, N(0, (noise_multiplier*clip_norm)^2) noise
+added, divided by the batch size. Needs a model without batch statistics.
 """
 
 from __future__ import annotations
@@ -31,6 +36,35 @@ from sca_jax.models import Dictionary, LayerStack
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # Extra loss of a defense: (logits, reps, x, y, key) -> (scalar, metrics dict).
 ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def clip_per_example(grads_E: Any, clip_norm: float) -> tuple[Any, jax.Array]:
+  """Scales each example's gradient (leading axis E) to L2 norm <= clip_norm.
+
+  Returns the clipped gradients and the norms before clipping (E,).
+  """
+  leaves = [g for g in jax.tree.leaves(grads_E)]
+  sq = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in leaves)
+  norms_E = jnp.sqrt(sq)
+  # Abadi et al.: g / max(1, ||g|| / C).
+  scale_E = 1.0 / jnp.maximum(1.0, norms_E / clip_norm)
+  clipped = jax.tree.map(
+      lambda g: g * scale_E.reshape((-1,) + (1,) * (g.ndim - 1)), grads_E)
+  return clipped, norms_E
+
+
+def privatize(grads_E: Any, clip_norm: float, noise_multiplier: float,
+              key: jax.Array) -> tuple[Any, jax.Array]:
+  """DP-SGD gradient: clip, sum, add Gaussian noise, divide by batch size."""
+  clipped, norms_E = clip_per_example(grads_E, clip_norm)
+  batch = norms_E.shape[0]
+  leaves, treedef = jax.tree.flatten(clipped)
+  keys = jax.random.split(key, len(leaves))
+  noised = [
+      (g.sum(0) + noise_multiplier * clip_norm
+       * jax.random.normal(k, g.shape[1:], g.dtype)) / batch
+      for g, k in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, noised), norms_E
 
 
 @struct.dataclass
@@ -76,6 +110,12 @@ class Trainer:
     self.hebbian = bool(defense_cfg.get("hebbian", True))
     self.hebbian_lr = float(defense_cfg.get("hebbian_lr", 0.01))
     self.extra_loss = extra_loss
+    dp = defense_cfg.get("dp_sgd", None)
+    self.dp = None if dp is None else (float(dp.clip_norm),
+                                       float(dp.noise_multiplier))
+    if self.dp is not None and jax.tree.leaves(stats):
+      raise ValueError("config.defense.dp_sgd needs per-example gradients: the "
+                       "model must not use batch norm (use GroupNorm, 'gn')")
     sparse = model.sparse_layers()
     self.sparse_names = [name for name, _ in sparse]
     # Hebbian targets: every sparse layer but the first (it codes the image).
@@ -96,27 +136,51 @@ class Trainer:
     return nnx.merge(self.graphdef, state.dicts, state.params, state.stats,
                      state.rest)
 
-  def _train_step(self, state: TrainState, x_BHWC, y_B, key):
-    def loss_fn(trainable):
-      params, dicts = trainable
-      # Fresh Variables at this trace level: batch norm writes its statistics.
-      frozen = jax.tree.map(lambda v: v, (state.dicts, state.stats, state.rest))
-      model = nnx.merge(self.graphdef, frozen[0] if dicts is None else dicts,
-                        params, frozen[1], frozen[2])
-      logits, reps = model(x_BHWC, train=True, key=key)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
-      metrics = {"ce": loss}
-      if self.extra_loss is not None:
-        extra, extra_metrics = self.extra_loss(logits, reps, x_BHWC, y_B, key)
-        loss = loss + extra
-        metrics.update(extra_metrics)
-      _, _, _, stats, rest = nnx.split(model, Dictionary, nnx.Param,
-                                       nnx.BatchStat, ...)
-      return loss, (logits, reps, stats, rest, metrics)
+  def _loss_fn(self, state: TrainState, trainable, x_BHWC, y_B, key):
+    params, dicts = trainable
+    # Fresh Variables at this trace level: batch norm writes its statistics.
+    frozen = jax.tree.map(lambda v: v, (state.dicts, state.stats, state.rest))
+    model = nnx.merge(self.graphdef, frozen[0] if dicts is None else dicts,
+                      params, frozen[1], frozen[2])
+    logits, reps = model(x_BHWC, train=True, key=key)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+    metrics = {"ce": loss}
+    if self.extra_loss is not None:
+      extra, extra_metrics = self.extra_loss(logits, reps, x_BHWC, y_B, key)
+      loss = loss + extra
+      metrics.update(extra_metrics)
+    _, _, _, stats, rest = nnx.split(model, Dictionary, nnx.Param,
+                                     nnx.BatchStat, ...)
+    return loss, (logits, reps, stats, rest, metrics)
 
+  def per_example_grads(self, state: TrainState, x_BHWC, y_B, key):
+    """Gradients of each example's loss, stacked on a leading axis."""
+    def one(trainable, x, y):
+      loss, (logits, _, _, _, metrics) = self._loss_fn(
+          state, trainable, x[None], y[None], key)
+      return loss, (logits[0], metrics)
     trainable = self._trainable(state.params, state.dicts)
-    (loss, (logits, reps, stats, rest, metrics)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(trainable)
+    grads_E, (logits, metrics) = jax.vmap(
+        jax.grad(one, has_aux=True), in_axes=(None, 0, 0))(
+            trainable, x_BHWC, y_B)
+    return grads_E, logits, metrics
+
+  def _train_step(self, state: TrainState, x_BHWC, y_B, key):
+    trainable = self._trainable(state.params, state.dicts)
+    if self.dp is None:
+      (loss, (logits, reps, stats, rest, metrics)), grads = jax.value_and_grad(
+          lambda t: self._loss_fn(state, t, x_BHWC, y_B, key),
+          has_aux=True)(trainable)
+    else:
+      grads_E, logits, metrics = self.per_example_grads(state, x_BHWC, y_B,
+                                                        key)
+      clip, sigma = self.dp
+      grads, norms_E = privatize(grads_E, clip, sigma,
+                                 jax.random.fold_in(key, 0x5EED))
+      metrics = {k: v.mean() for k, v in metrics.items()}
+      metrics["clipped_fraction"] = jnp.mean(norms_E > clip)
+      loss, reps = metrics["ce"], {}
+      stats, rest = state.stats, state.rest
     updates, opt_state = self.tx.update(grads, state.opt_state, trainable)
     params, dicts = optax.apply_updates(trainable, updates)
     dicts = state.dicts if dicts is None else dicts

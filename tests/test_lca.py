@@ -1,5 +1,7 @@
 """LCA solver against an independent dense NumPy solver of the same objective."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,16 +62,21 @@ def _problem(seed, hw=(8, 8), c=2, f=3, k=3):
   return D, x
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_decode_is_the_dense_matrix_and_encode_its_adjoint(stride):
-  D, x = _problem(0, hw=(7, 9))
+# (stride, channels, features, kernel): the generic convolution paths, and
+# the stride-1 fast paths (single-channel decode by matmul + shifted adds,
+# single-channel few-feature encode by im2col), odd and even kernels.
+@pytest.mark.parametrize("stride,c,f,k", [(1, 2, 3, 3), (2, 2, 3, 3),
+                                          (1, 1, 3, 3), (1, 1, 24, 5),
+                                          (1, 1, 5, 4), (3, 1, 3, 4)])
+def test_decode_is_the_dense_matrix_and_encode_its_adjoint(stride, c, f, k):
+  D, x = _problem(0, hw=(7, 9), c=c, f=f, k=k)
   A = dense_dictionary(D, (7, 9), stride)
   oh, ow = -(-7 // stride), -(-9 // stride)
-  a = np.random.default_rng(1).normal(size=(1, oh, ow, 3)).astype(np.float32)
+  a = np.random.default_rng(1).normal(size=(1, oh, ow, f)).astype(np.float32)
   recon = lca.decode(jnp.asarray(a), jnp.asarray(D), stride, (7, 9))
   np.testing.assert_allclose(np.asarray(recon).ravel(), A @ a.ravel(),
                              atol=1e-5)
-  enc = lca.encode(jnp.asarray(x[..., :2]), jnp.asarray(D), stride)
+  enc = lca.encode(jnp.asarray(x), jnp.asarray(D), stride)
   np.testing.assert_allclose(np.asarray(enc).ravel(), A.T @ x.ravel(),
                              atol=1e-5)
 
@@ -200,3 +207,84 @@ def test_fista_solver_reaches_the_same_optimum_in_fewer_iterations(stride, lam):
   assert run("fista", 300) <= e_star * 1.001
   # At a tenth of the iterations FISTA beats plain LCA.
   assert run("fista", 60) < run("lca", 60)
+
+
+def _converged_gradients(grad_mode):
+  """Input and dictionary gradients of a weighted sum of converged codes."""
+  D, x = _problem(12, hw=(7, 7), c=1, f=4, k=3)
+  D, x = jnp.asarray(D, jnp.float64), jnp.asarray(x, jnp.float64)
+  w = jax.random.normal(jax.random.key(2), (1, 7, 7, 4), jnp.float64)
+  # A step 1/tau near the stable limit 2/L (L ~ 5.7 here) and a well-posed
+  # active set (no potential within 7e-3 of lam): linear convergence to
+  # machine precision in 800 steps, so the unrolled gradient is the fixed
+  # point's gradient too.
+  cfg = lca.LCAConfig(lam=0.4, tau=3.3, num_iters=800,
+                      normalize_input=False, grad=grad_mode)
+  loss = jax.jit(lambda x, D: jnp.sum(w * lca.solve(x, D, cfg).codes_BHWF))
+  return loss, x, D, jax.jit(jax.grad(loss, argnums=(0, 1)))(x, D)
+
+
+def _rel(a, b):
+  return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def test_chunked_remat_and_implicit_gradients_match_unrolled():
+  with jax.enable_x64(True):
+    _, _, _, (gx, gD) = _converged_gradients("unrolled")
+    _, _, _, (gx_c, gD_c) = _converged_gradients("remat_chunked")
+    _, _, _, (gx_i, gD_i) = _converged_gradients("implicit")
+    # Chunked checkpointing recomputes the same operations: same gradient.
+    assert _rel(gx_c, gx) < 1e-10 and _rel(gD_c, gD) < 1e-10
+    assert _rel(gx_i, gx) < 1e-3 and _rel(gD_i, gD) < 1e-3
+
+
+def test_implicit_gradient_matches_finite_differences():
+  with jax.enable_x64(True):
+    loss, x, D, (gx, gD) = _converged_gradients("implicit")
+    rng = np.random.default_rng(3)
+    for arg, g in ((0, gx), (1, gD)):
+      for _ in range(2):
+        direction = rng.normal(size=g.shape)
+        direction /= np.linalg.norm(direction)
+        eps = 1e-6
+        args_p, args_m = [x, D], [x, D]
+        args_p[arg] = args_p[arg] + eps * direction
+        args_m[arg] = args_m[arg] - eps * direction
+        fd = (loss(*args_p) - loss(*args_m)) / (2 * eps)
+        np.testing.assert_allclose(float(jnp.sum(g * direction)), float(fd),
+                                   rtol=1e-5, atol=1e-8)
+
+
+def test_chunked_schedule_keeps_the_forward_and_trace():
+  D, x = _problem(10, hw=(6, 6), c=1, f=3, k=3)
+  for solver in ("lca", "fista"):
+    cfg = lca.LCAConfig(lam=0.1, tau=5.0, num_iters=11, solver=solver,
+                        normalize_input=False)
+    ref = lca.solve(jnp.asarray(x), jnp.asarray(D), cfg, return_trace=True)
+    chunked = lca.solve(jnp.asarray(x), jnp.asarray(D), dataclasses.replace(
+        cfg, grad="remat_chunked"), return_trace=True)
+    np.testing.assert_allclose(chunked.codes_BHWF, ref.codes_BHWF, atol=1e-6)
+    assert chunked.trace["objective"].shape == (11, 1)
+    np.testing.assert_allclose(chunked.trace["objective"],
+                               ref.trace["objective"], rtol=1e-5)
+  with pytest.raises(ValueError, match="grad"):
+    lca.LCAConfig(grad="bogus")
+
+
+def test_fista_needs_5x_fewer_iterations_than_lca_tau_100():
+  D, x = _problem(11, hw=(8, 8), c=1, f=4, k=3)
+  A = dense_dictionary(D, (8, 8), 1)
+  lam = 0.2
+  e_star = dense_objective(A, x.ravel(), fista_nonneg(A, x.ravel(), lam), lam)
+
+  def iters_to_1pct(solver, n):
+    cfg = lca.LCAConfig(lam=lam, tau=100.0, num_iters=n, solver=solver,
+                        normalize_input=False)
+    obj = lca.solve(jnp.asarray(x), jnp.asarray(D), cfg,
+                    return_trace=True).trace["objective"][:, 0]
+    hits = np.nonzero(np.asarray(obj) <= 1.01 * e_star)[0]
+    assert hits.size, f"{solver} never got within 1% in {n} iterations"
+    return int(hits[0]) + 1
+
+  n_fista, n_lca = iters_to_1pct("fista", 200), iters_to_1pct("lca", 2000)
+  assert 5 * n_fista <= n_lca, (n_fista, n_lca)

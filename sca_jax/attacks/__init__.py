@@ -35,7 +35,10 @@ import jax
 import ml_collections
 
 from sca_jax import evaluation
+from sca_jax.attacks import code_decoding  # noqa: F401  (registers)
 from sca_jax.attacks import end_to_end  # noqa: F401  (registers)
+from sca_jax.attacks import feature_inversion  # noqa: F401  (registers)
+from sca_jax.attacks import plug_and_play  # noqa: F401  (registers)
 from sca_jax.attacks import split  # noqa: F401  (registers)
 from sca_jax.attacks.inversion import ATTACKS
 from sca_jax.attacks.inversion import COMMON_DEFAULTS
@@ -43,6 +46,7 @@ from sca_jax.attacks.inversion import PAPER_OVERRIDES
 from sca_jax.attacks.inversion import attack_config
 from sca_jax.attacks.inversion import check_leak
 from sca_jax.attacks.inversion_nets import INVERSION_NETS
+from sca_jax.attacks.query_averaging import applicable_adaptive_attacks
 
 
 def _names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -115,6 +119,9 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
   cfgs = validate(config)
   for name, cfg in cfgs.items():
     check_leak(name, cfg.leak, model)
+    check_model = ATTACKS.get(name).check_model
+    if check_model is not None:
+      check_model(cfg, model, f"attack.{name}")
   if not cfgs:
     return {}
   evaluator = evaluation.get_eval_classifier(
@@ -128,4 +135,5 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
 
 
 __all__ = ["ATTACKS", "COMMON_DEFAULTS", "INVERSION_NETS", "PAPER_OVERRIDES",
-           "attack_config", "default_config", "run_attacks", "validate"]
+           "applicable_adaptive_attacks", "attack_config", "default_config",
+           "run_attacks", "validate"]

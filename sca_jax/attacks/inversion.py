@@ -59,6 +59,9 @@ COMMON_DEFAULTS = dict(
     represent_batch_size=256,  # target queries per call
     eval_batch_size=256,
     log_every=1,              # epochs between progress lines
+    # Leaked outputs averaged per input, each with a fresh key: against
+    # defenses that add fresh noise at inference (1: one query per input).
+    queries=1,
 )
 PAPER_OVERRIDES = dict(epochs=50, batch_size=16)
 
@@ -72,6 +75,12 @@ class AttackSpec:
   description: str
   defaults: dict[str, Any]
   run: Callable[..., dict[str, Any]]
+  # Checks the attack's own fields: `check(cfg, where)` raises ValueError.
+  check: Callable[[ml_collections.ConfigDict, str], None] | None = None
+  # Checks the attack against the target before any compute:
+  # `check_model(cfg, model, where)` raises ValueError.
+  check_model: Callable[[ml_collections.ConfigDict, nnx.Module, str],
+                        None] | None = None
 
 
 def register_inversion_attack(name: str, description: str,
@@ -91,7 +100,7 @@ def attack_config(name: str, overrides: Any = None
     raise ValueError(f"config.{where}.leak must be a representation name")
   inversion_nets.check_net_args(cfg.net, dict(cfg.net_args), f"{where}.net")
   for key in ("epochs", "batch_size", "num_images", "represent_batch_size",
-              "eval_batch_size", "log_every"):
+              "eval_batch_size", "log_every", "queries"):
     if int(cfg[key]) < 1:
       raise ValueError(f"config.{where}.{key} must be >= 1, got {cfg[key]}")
   if int(cfg.num_images) < 2:
@@ -107,6 +116,8 @@ def attack_config(name: str, overrides: Any = None
   if not 0 < float(cfg.val_fraction) < 1:
     raise ValueError(f"config.{where}.val_fraction must be in (0, 1), got "
                      f"{cfg.val_fraction}")
+  if spec.check is not None:
+    spec.check(cfg, where)
   return cfg
 
 
@@ -120,22 +131,23 @@ def check_leak(name: str, leak: str, model: nnx.Module) -> None:
 Represent = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def make_represent(model: nnx.Module, leak: str) -> Represent:
-  """`represent(x_BHWC, key) -> rep`: what the frozen target leaks.
+def make_leak_fn(model: nnx.Module, leak: str | None
+                 ) -> tuple[nnx.State, Callable[..., jax.Array]]:
+  """`(state, leak_fn(state, x_BHWC, key) -> rep)`, pure and differentiable.
 
-  The target's state is captured here once and only read (eval mode: batch
-  norm running averages, no dropout). Stochastic defenses get the key, so the
-  attacker sees whatever the deployed model emits for that query: through a
-  method `leaked_representations(x_BHWC, key) -> dict` if the model has one,
-  else through a `key` argument of `__call__` if it takes one; otherwise the
-  key is unused.
+  `leak` None: every representation, as a dict.
+
+  Stochastic defenses get the key, so the attacker sees whatever the deployed
+  model emits for that query: through a method `leaked_representations(x_BHWC,
+  key) -> dict` if the model has one, else through a `key` argument of
+  `__call__` if it takes one; otherwise the key is unused. Eval mode (batch
+  norm running averages, no dropout). Adaptive attacks differentiate it.
   """
   graphdef, state = nnx.split(model)
   emits = hasattr(model, "leaked_representations")
   takes_key = "key" in inspect.signature(type(model).__call__).parameters
 
-  @jax.jit
-  def represent(state, x_BHWC, key):
+  def leak_fn(state, x_BHWC, key):
     target = nnx.merge(graphdef, state)
     if emits:
       reps = target.leaked_representations(x_BHWC, key)
@@ -143,18 +155,45 @@ def make_represent(model: nnx.Module, leak: str) -> Represent:
       _, reps = target(x_BHWC, train=False, key=key)
     else:
       _, reps = target(x_BHWC, train=False)
-    return jax.lax.stop_gradient(reps[leak])
+    return reps if leak is None else reps[leak]
 
+  return state, leak_fn
+
+
+def make_represent(model: nnx.Module, leak: str) -> Represent:
+  """`represent(x_BHWC, key) -> rep`: what the frozen target leaks.
+
+  The target's state is captured here once and only read (see
+  `make_leak_fn`); no gradient can flow back into it.
+  """
+  state, leak_fn = make_leak_fn(model, leak)
+  represent = jax.jit(lambda s, x, k: jax.lax.stop_gradient(leak_fn(s, x, k)))
   return functools.partial(represent, state)
 
 
 def query(represent: Represent, x_BHWC: np.ndarray, batch_size: int,
-          key: jax.Array) -> np.ndarray:
-  """Leaked representations of `x_BHWC`, one fresh key per query batch."""
+          key: jax.Array, queries: int = 1) -> np.ndarray:
+  """Leaked representations of `x_BHWC`, one fresh key per query batch.
+
+  With `queries` k > 1 every input is queried k times, with keys
+  `fold_in(batch key, j)`, and the outputs averaged: fresh zero-mean noise
+  added at inference shrinks by sqrt(k) (the query-averaging adaptive attack).
+  """
   counter = iter(range(len(x_BHWC)))
-  return batched(
-      lambda xb: represent(xb, jax.random.fold_in(key, next(counter))),
-      batch_size, x_BHWC)
+  k = int(queries)
+  if k < 1:
+    raise ValueError(f"queries must be >= 1, got {queries}")
+
+  def one_batch(xb):
+    batch_key = jax.random.fold_in(key, next(counter))
+    if k == 1:
+      return represent(xb, batch_key)
+    total = represent(xb, jax.random.fold_in(batch_key, 0))
+    for j in range(1, k):
+      total = total + represent(xb, jax.random.fold_in(batch_key, j))
+    return total / k
+
+  return batched(one_batch, batch_size, x_BHWC)
 
 
 def standardizer(reps_N: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -308,7 +347,7 @@ def run_inversion_attack(name: str, cfg: ml_collections.ConfigDict,
   k_aux, k_split, k_init, k_train, k_target = jax.random.split(key, 5)
   represent = make_represent(model, cfg.leak)
   aux_reps = query(represent, splits.aux_x, int(cfg.represent_batch_size),
-                   k_aux)
+                   k_aux, int(cfg.queries))
   rep_shape = tuple(aux_reps.shape[1:])
   n_aux = len(aux_reps)
   n_val = min(max(1, round(n_aux * float(cfg.val_fraction))), n_aux - 1)
@@ -330,10 +369,33 @@ def run_inversion_attack(name: str, cfg: ml_collections.ConfigDict,
   n = min(int(cfg.num_images), len(splits.train_x))
   x_true, y_true = splits.train_x[:n], splits.train_y[:n]
   recon = reconstruct(norm(query(represent, x_true,
-                                 int(cfg.represent_batch_size), k_target)))
+                                 int(cfg.represent_batch_size), k_target,
+                                 int(cfg.queries))))
+  evaluated = evaluate_reconstructions(name, cfg, recon, x_true, y_true,
+                                       splits.aux_x, evaluator, workdir)
+  return dict(
+      attack=name, leak=dict(name=cfg.leak, shape=list(rep_shape)),
+      inversion_net=dict(name=cfg.net, args=dict(cfg.net_args),
+                         num_params=inversion_nets.count_params(net)),
+      **evaluated, num_aux_train=len(tr), num_aux_val=len(va),
+      **info, total_time_s=time.time() - t0, config=cfg.to_dict())
+
+
+def evaluate_reconstructions(name: str, cfg: ml_collections.ConfigDict,
+                             recon: np.ndarray, x_true: np.ndarray,
+                             y_true: np.ndarray, aux_x: np.ndarray,
+                             evaluator: EvalClassifier, workdir: str | Path
+                             ) -> dict[str, Any]:
+  """Scores, mean-aux-image floor and picture of one reconstruction set.
+
+  Returns psnr, ssim, fid, attack_accuracy, floor, fid_feature_network,
+  eval_classifier, num_images and grid: the part of an attack's results that
+  every attack (learned or adaptive) reports the same way.
+  """
+  n = len(x_true)
   feats_true = evaluator.features(x_true)
   scores, psnr = score(recon, x_true, y_true, evaluator, feats_true)
-  mean_image = splits.aux_x.mean(axis=0, keepdims=True).astype(np.float32)
+  mean_image = aux_x.mean(axis=0, keepdims=True).astype(np.float32)
   floor, _ = score(np.repeat(mean_image, n, axis=0), x_true, y_true,
                    evaluator, feats_true)
   floor["name"] = "mean_aux_image"
@@ -352,11 +414,5 @@ def run_inversion_attack(name: str, cfg: ml_collections.ConfigDict,
         f"{floor['fid']:.2f}), attack acc "
         f"{scores['attack_accuracy']['mean']:.3f} (floor "
         f"{floor['attack_accuracy']['mean']:.3f})", flush=True)
-  return dict(
-      attack=name, leak=dict(name=cfg.leak, shape=list(rep_shape)),
-      inversion_net=dict(name=cfg.net, args=dict(cfg.net_args),
-                         num_params=inversion_nets.count_params(net)),
-      **scores, floor=floor,
-      fid_feature_network=evaluator.name, eval_classifier=evaluator.info(),
-      num_images=n, num_aux_train=len(tr), num_aux_val=len(va),
-      **info, total_time_s=time.time() - t0, grid=grid, config=cfg.to_dict())
+  return dict(**scores, floor=floor, fid_feature_network=evaluator.name,
+              eval_classifier=evaluator.info(), num_images=n, grid=grid)

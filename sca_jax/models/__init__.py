@@ -59,17 +59,56 @@ def sparse_standard(cfg, image_shape, num_classes, rngs) -> LayerStack:
   return LayerStack(spec, image_shape, num_classes, rngs=rngs)
 
 
+def _conv_stack(cfg, image_shape, num_classes, rngs, norm: str = "bn",
+                extra: tuple[str, ...] = (), **kw) -> LayerStack:
+  """(conv+ReLU, norm) pairs; `extra` layers right after the first pair."""
+  layers = []
+  for f in cfg.features:
+    layers += [f"conv:{f}", norm]
+    if len(layers) == 2:
+      layers += list(extra)
+  if len(set(cfg.strides)) > 1:
+    raise ValueError("config.defense.strides: conv models use one stride")
+  spec = _spec(cfg, layers, image_shape, conv_stride=int(cfg.strides[0]), **kw)
+  return LayerStack(spec, image_shape, num_classes, rngs=rngs)
+
+
 @MODELS.register("no_defense")
 def no_defense(cfg, image_shape, num_classes, rngs) -> LayerStack:
   """The undefended control: SCA's shape with (conv+ReLU, batch norm) pairs."""
-  layers = []
-  for f in cfg.features:
-    layers += [f"conv:{f}", "bn"]
-  spec = _spec(cfg, layers, image_shape)
-  if len(set(cfg.strides)) > 1:
-    raise ValueError("config.defense.strides: no_defense uses one conv stride")
-  spec = dataclasses.replace(spec, conv_stride=int(cfg.strides[0]))
-  return LayerStack(spec, image_shape, num_classes, rngs=rngs)
+  return _conv_stack(cfg, image_shape, num_classes, rngs)
+
+
+@MODELS.register("no_defense_gn")
+def no_defense_gn(cfg, image_shape, num_classes, rngs) -> LayerStack:
+  """no_defense with GroupNorm for batch norm: per-example gradients (DP)."""
+  return _conv_stack(cfg, image_shape, num_classes, rngs, norm="gn",
+                     gn_groups=int(cfg.get("gn_groups", 4)))
+
+
+@MODELS.register("laplace_noise")
+def laplace_noise(cfg, image_shape, num_classes, rngs) -> LayerStack:
+  """no_defense with Laplace noise on the first pair's output (the split)."""
+  # Layers: conv, bn, laplace, ...: `first` is the noised output (index 2).
+  return _conv_stack(cfg, image_shape, num_classes, rngs, extra=("laplace",),
+                     first_index=2,
+                     laplace_scale=float(cfg.get("laplace_scale", 0.5)))
+
+
+@MODELS.register("gaussian_noise")
+def gaussian_noise(cfg, image_shape, num_classes, rngs) -> LayerStack:
+  """no_defense with N(0, sigma) on the hidden linear layers at inference."""
+  return _conv_stack(cfg, image_shape, num_classes, rngs,
+                     hidden_noise_std=float(cfg.get("noise_std", 0.5)))
+
+
+@MODELS.register("mid")
+def mid(cfg, image_shape, num_classes, rngs) -> LayerStack:
+  """no_defense with a variational bottleneck before the head (MID)."""
+  return _conv_stack(
+      cfg, image_shape, num_classes, rngs,
+      bottleneck=int(cfg.get("bottleneck", 256)),
+      bottleneck_sample_eval=bool(cfg.get("sample_at_inference", False)))
 
 
 def build_model(defense_cfg: ml_collections.ConfigDict,

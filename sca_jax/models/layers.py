@@ -5,11 +5,17 @@ A `LayerStack` is built from a tuple of layer specs such as
 output is recorded under a stable name (`layer0_lca`, `layer1_bn`, ...,
 `hidden0`, ...) so attacks can name the representation they steal; `first`
 and `last_hidden` are aliases for the two threat models of the paper.
+
+Stochastic parts (defenses): a "laplace" layer kind (noise on what crosses the
+split), Gaussian noise on the hidden linear layers at inference
+(`hidden_noise_std`), and a variational bottleneck before the head
+(`bottleneck`). Layer i draws from `fold_in(key, i)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -58,9 +64,18 @@ class StackSpec:
   input_mean: float = 0.0            # normalisation applied inside the model
   input_std: float = 1.0
   dropout: float = 0.0
+  first_index: int = 0               # which feature layer `first` aliases
+  gn_groups: int = 4                 # GroupNorm groups ("gn", DP-SGD models)
+  laplace_scale: float = 0.5         # b of the "laplace" layer kind
+  hidden_noise_std: float = 0.0      # N(0, s) on hidden layers, eval mode only
+  bottleneck: int = 0                # >0: stochastic VIB layer of that width
+  bottleneck_sample_eval: bool = False  # VIB: sample (True) or use mu at eval
 
 
-LAYER_KINDS = ("lca", "conv", "bn", "relu", "pool", "dropout")
+LAYER_KINDS = ("lca", "conv", "bn", "gn", "relu", "pool", "dropout", "laplace")
+# Salt so noise keys of the hidden layers and the bottleneck never collide with
+# those of feature layers (which use their index).
+_HIDDEN_SALT, _BOTTLENECK_SALT = 1000, 2000
 
 
 def _parse(spec: str) -> tuple[str, int | None]:
@@ -98,6 +113,11 @@ class LayerStack(nnx.Module):
         h, w, c = -(-h // s), -(-w // s), feats
       elif kind == "bn":
         module = nnx.BatchNorm(c, momentum=0.9, rngs=rngs)
+      elif kind == "gn":
+        # Per-example normalisation: no batch statistics, so per-example
+        # gradients (DP-SGD) are well defined (Opacus requires the same).
+        module = nnx.GroupNorm(c, num_groups=math.gcd(spec.gn_groups, c),
+                               rngs=rngs)
       elif kind == "dropout":
         module = nnx.Dropout(spec.dropout, rngs=rngs)
       elif kind == "pool":
@@ -107,7 +127,16 @@ class LayerStack(nnx.Module):
     widths = (h * w * c, *spec.hidden)
     self.hidden_layers = nnx.List(
         [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
-    self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+    head_in = widths[-1]
+    if spec.bottleneck:
+      # Encoder statistics: mean and pre-softplus std of the code.
+      self.bottleneck_stats = nnx.Linear(widths[-1], 2 * spec.bottleneck,
+                                         rngs=rngs)
+      head_in = spec.bottleneck
+    self.head = nnx.Linear(head_in, num_classes, rngs=rngs)
+    if not 0 <= spec.first_index < max(len(spec.layers), 1):
+      raise ValueError(f"first_index {spec.first_index} outside the "
+                       f"{len(spec.layers)} feature layers")
     self.kinds = tuple(_parse(s)[0] for s in spec.layers)
 
   def __call__(self, x_BHWC: jax.Array, train: bool = False,
@@ -119,10 +148,12 @@ class LayerStack(nnx.Module):
     layer i draws from `fold_in(key, i)`, so every call with a fresh key sees
     fresh noise, as a queried deployed model would.
     """
-    del key  # no stochastic layer kinds yet; defenses add them
+    # No key (e.g. layer statistics): a fixed one, so noise is never skipped.
+    key = jax.random.key(0) if key is None else key
     reps: dict[str, jax.Array] = {}
     h = (x_BHWC - self.spec.input_mean) / self.spec.input_std
-    for name, kind, module in zip(self.names, self.kinds, self.feature_layers):
+    for i, (name, kind, module) in enumerate(
+        zip(self.names, self.kinds, self.feature_layers)):
       if kind == "lca":
         result = module.solve(h)
         # What the layer coded (normalised input), for the Hebbian rule.
@@ -132,6 +163,12 @@ class LayerStack(nnx.Module):
         h = jax.nn.relu(module(h))
       elif kind == "bn":
         h = module(h, use_running_average=not train)
+      elif kind == "gn":
+        h = module(h)
+      elif kind == "laplace":
+        # Titcombe et al.: noise in training and at inference alike.
+        h = h + self.spec.laplace_scale * jax.random.laplace(
+            jax.random.fold_in(key, i), h.shape, h.dtype)
       elif kind == "relu":
         h = jax.nn.relu(h)
       elif kind == "dropout":
@@ -142,12 +179,34 @@ class LayerStack(nnx.Module):
     h = h.reshape(h.shape[0], -1)
     for i, layer in enumerate(self.hidden_layers):
       h = jax.nn.relu(layer(h))
+      if self.spec.hidden_noise_std and not train:
+        # Post-training noise on dense layers: deployed model only.
+        h = h + self.spec.hidden_noise_std * jax.random.normal(
+            jax.random.fold_in(key, _HIDDEN_SALT + i), h.shape, h.dtype)
       reps[f"hidden{i}"] = h
+    if self.spec.bottleneck:
+      h = self._bottleneck(h, reps, train, key)
     logits = self.head(h)
     if self.names:
-      reps["first"] = reps[self.names[0]]
+      reps["first"] = reps[self.names[self.spec.first_index]]
     reps["last_hidden"] = h
     return logits, reps
+
+  def _bottleneck(self, h, reps, train: bool, key) -> jax.Array:
+    """Variational information bottleneck (Alemi et al.; MID, Wang et al.)."""
+    k = self.spec.bottleneck
+    stats = self.bottleneck_stats(h)
+    # MID's code: std = softplus(s - 5), so training starts nearly noiseless.
+    mu, std = stats[:, :k], jax.nn.softplus(stats[:, k:] - 5.0)
+    reps["bottleneck_mu"], reps["bottleneck_std"] = mu, std
+    if train or self.spec.bottleneck_sample_eval:
+      eps = jax.random.normal(jax.random.fold_in(key, _BOTTLENECK_SALT),
+                              mu.shape, mu.dtype)
+      z = mu + std * eps
+    else:
+      z = mu
+    reps["bottleneck"] = z
+    return z
 
   def sparse_layers(self) -> list[tuple[str, SparseCoding]]:
     """(name, layer) for every sparse coding layer, input side first."""
@@ -157,4 +216,6 @@ class LayerStack(nnx.Module):
   def representation_names(self) -> list[str]:
     """Names a threat model may leak (`first`, `last_hidden` and every layer)."""
     hidden = [f"hidden{i}" for i in range(len(self.hidden_layers))]
+    if self.spec.bottleneck:
+      hidden.append("bottleneck")
     return ["first", "last_hidden", *self.names, *hidden]

@@ -1,0 +1,504 @@
+#!/usr/bin/env python
+"""Benchmarks of `sca_jax.lca` on CPU; writes one JSON file.
+
+Sections (`--parts`, all by default):
+  forward      iterations/second of `lca.solve` (batch 64 MNIST, kernel 5,
+               stride 1, lambda 0.25, tau 100) for 1->16, 1->64 and 16->28
+               features (16->28 codes the first layer's 28x28x16 codes, as
+               the SCA second layer does), fast stride-1 paths against the
+               generic convolution paths, timed alternately.
+  gradient     time and peak memory of ONE gradient (of the summed codes,
+               w.r.t. input and dictionary) through 500 iterations, batch 64,
+               64 features, for each `LCAConfig.grad` mode; each in its own
+               process, peak RSS from getrusage(RUSAGE_CHILDREN) in a fresh
+               parent, plus XLA's compiled memory_analysis(); agreement of
+               every mode's gradient with the naive unrolled one.
+  convergence  iterations FISTA and LCA (tau 100) need to get the batch
+               objective within 1% of a 3000-iteration FISTA reference.
+  lcapt        against lanl/lca-pytorch (`LCAConv2D`): codes after 500
+               iterations (whole image and interior) and iterations/second,
+               timed back to back. Needs `--lcapt PATH` (a checkout) and
+               `--torch-python` (an interpreter with torch and the lcapt
+               requirements); without `--lcapt` it is recorded as "skipped".
+
+Timings are minima over repeats (the machine may be shared); the JSON keeps
+the load average around each section.
+
+  python scripts/bench_lca.py [--out results/bench/bench_lca.json]
+      [--lcapt ~/src/lca-pytorch --torch-python ~/venvs/torch/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES = {"1->16": (1, 16), "1->64": (1, 64), "16->28": (16, 28)}
+KERNEL, LAM, TAU = 5, 0.25, 100.0
+
+
+# ----------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------
+
+
+def _jax():
+  """Imports jax and the package lazily: the lcapt worker runs without them."""
+  if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+  import jax  # pylint: disable=g-import-not-at-top
+  from sca_jax import lca  # pylint: disable=g-import-not-at-top
+  return jax, lca
+
+
+def mnist_batch(data_dir: str, batch: int) -> np.ndarray:
+  """The first `batch` MNIST images as float32 in [0, 1], (B, 28, 28, 1)."""
+  _jax()
+  from sca_jax.data import load_source  # pylint: disable=g-import-not-at-top
+  images = load_source("mnist", data_dir).images[:batch]
+  return images.astype(np.float32) / 255.0
+
+
+def problem(shape: str, data_dir: str, batch: int):
+  """(input, dictionary) of one benchmark shape, the input normalised.
+
+  The 16->28 input is the first layer's codes of the normalised images (a
+  1->16 dictionary, 200 FISTA iterations): sparse and non-negative like the
+  SCA second layer's input.
+  """
+  jax, lca = _jax()
+  x = lca.normalize_input(jax.numpy.asarray(mnist_batch(data_dir, batch)))
+  c, f = SHAPES[shape]
+  if c > 1:
+    D1 = lca.init_dictionary(jax.random.key(0), KERNEL, 1, c)
+    x = lca.solve(x, D1, lca.LCAConfig(lam=LAM, num_iters=200, solver="fista",
+                                       normalize_input=False)).codes_BHWF
+  return x, lca.init_dictionary(jax.random.key(1), KERNEL, c, f)
+
+
+def loadavg() -> list[float]:
+  return list(os.getloadavg())
+
+
+# ----------------------------------------------------------------------------
+# (a) Forward speed, fast against generic paths
+# ----------------------------------------------------------------------------
+
+
+def compile_solve(x, D, cfg, fast: bool):
+  """AOT-compiled solve with the stride-1 fast paths on or off."""
+  jax, lca = _jax()
+  lca._STRIDE1_FAST_PATHS = fast  # pylint: disable=protected-access
+  jax.clear_caches()  # the switch is read at trace time
+  try:
+    fn = jax.jit(lambda x, D: lca.solve(x, D, cfg).codes_BHWF)
+    return fn.lower(x, D).compile()
+  finally:
+    lca._STRIDE1_FAST_PATHS = True  # pylint: disable=protected-access
+    jax.clear_caches()
+
+
+def time_call(fn, *args) -> float:
+  start = time.perf_counter()
+  fn(*args).block_until_ready()
+  return time.perf_counter() - start
+
+
+def bench_forward(args) -> dict:
+  _, lca = _jax()
+  n = args.fwd_iters
+  out = {"num_iters_timed": n, "repeats": args.repeats, "results": {}}
+  for shape in SHAPES:
+    x, D = problem(shape, args.data_dir, args.batch)
+    cfg = lca.LCAConfig(lam=LAM, tau=TAU, num_iters=n)
+    fns = {"fast": compile_solve(x, D, cfg, True),
+           "generic_conv": compile_solve(x, D, cfg, False)}
+    for fn in fns.values():
+      fn(x, D).block_until_ready()
+    times = {k: [] for k in fns}
+    load0 = loadavg()
+    for _ in range(args.repeats):  # alternate, so contention hits both
+      for k, fn in fns.items():
+        times[k].append(time_call(fn, x, D))
+    res = {k: _rate(t, n) for k, t in times.items()}
+    res["speedup_fast_vs_generic"] = (res["generic_conv"]["ms_per_iter_min"] /
+                                      res["fast"]["ms_per_iter_min"])
+    res["loadavg"] = [load0, loadavg()]
+    out["results"][shape] = res
+    print(f"forward {shape}: fast {res['fast']['ms_per_iter_min']:.2f} ms/it,"
+          f" generic {res['generic_conv']['ms_per_iter_min']:.2f} ms/it",
+          flush=True)
+  return out
+
+
+def _rate(seconds: list[float], n: int) -> dict:
+  best, med = min(seconds), float(np.median(seconds))
+  return {"ms_per_iter_min": 1e3 * best / n, "ms_per_iter_median": 1e3 * med / n,
+          "iters_per_s": n / best, "seconds": seconds}
+
+
+# ----------------------------------------------------------------------------
+# (b) One gradient per mode, each in its own process
+# ----------------------------------------------------------------------------
+
+GRAD_MODES = ("forward_only", "unrolled", "remat_chunked", "implicit")
+
+
+def grad_worker(args) -> None:
+  """Child process: compiles and runs one gradient, prints a JSON line."""
+  import resource  # pylint: disable=g-import-not-at-top
+  jax, lca = _jax()
+  jnp = jax.numpy
+  x, D = problem("1->64", args.data_dir, args.batch)
+  mode = args.worker_mode
+  cfg = lca.LCAConfig(lam=LAM, tau=TAU, num_iters=args.grad_iters,
+                      solver=args.grad_solver, normalize_input=False,
+                      grad="unrolled" if mode == "forward_only" else mode)
+  loss = lambda x, D: jnp.sum(lca.solve(x, D, cfg).codes_BHWF)
+  fn = jax.jit(loss if mode == "forward_only" else
+               jax.grad(loss, argnums=(0, 1)))
+  start = time.perf_counter()
+  compiled = fn.lower(x, D).compile()
+  compile_s = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  start = time.perf_counter()
+  result = jax.block_until_ready(compiled(x, D))
+  run_s = time.perf_counter() - start
+  if mode != "forward_only":
+    np.savez(args.worker_out, gx=np.asarray(result[0]),
+             gD=np.asarray(result[1]))
+  mib = 2.0**-20
+  print("RESULT " + json.dumps({
+      "mode": mode, "run_s": run_s, "compile_s": compile_s,
+      "xla_temp_mib": mem.temp_size_in_bytes * mib if mem else None,
+      "xla_argument_mib": mem.argument_size_in_bytes * mib if mem else None,
+      "xla_output_mib": mem.output_size_in_bytes * mib if mem else None,
+      "self_maxrss_mib": resource.getrusage(
+          resource.RUSAGE_SELF).ru_maxrss / 1024.0}), flush=True)
+
+
+# A fresh parent per measurement: RUSAGE_CHILDREN is the maximum over all
+# waited-for children, so it only isolates one child in a new process.
+_ISOLATE = r"""
+import json, resource, subprocess, sys
+p = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(json.dumps({"rc": p.returncode, "stdout": p.stdout,
+                  "stderr": p.stderr[-3000:],
+                  "maxrss_kib": resource.getrusage(
+                      resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+def run_isolated(cmd: list[str], timeout: float) -> dict:
+  proc = subprocess.run([sys.executable, "-c", _ISOLATE, *cmd],
+                        capture_output=True, text=True, timeout=timeout)
+  if proc.returncode:
+    return {"rc": proc.returncode, "stdout": "", "stderr": proc.stderr,
+            "maxrss_kib": None}
+  return json.loads(proc.stdout)
+
+
+def bench_gradient(args) -> dict:
+  out = {"setting": {
+      "solver": args.grad_solver, "num_iters": args.grad_iters,
+      "batch": args.batch, "features": 64, "kernel": KERNEL, "lam": LAM,
+      "tau": TAU, "loss": "sum of codes; d/d(input, dictionary)",
+      "peak_rss": "getrusage(RUSAGE_CHILDREN).ru_maxrss of a fresh parent "
+                  "of the worker (whole process: runtime, data, buffers)"},
+         "modes": {}}
+  grads = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for mode in args.grad_modes:
+      npz = os.path.join(tmp, f"{mode}.npz")
+      cmd = [sys.executable, os.path.abspath(__file__), "--worker", "grad",
+             "--worker-mode", mode, "--worker-out", npz,
+             "--data-dir", args.data_dir, "--batch", str(args.batch),
+             "--grad-iters", str(args.grad_iters),
+             "--grad-solver", args.grad_solver]
+      load0 = loadavg()
+      res = run_isolated(cmd, timeout=args.grad_timeout)
+      entry = {"peak_rss_mib": (res["maxrss_kib"] / 1024.0
+                                if res["maxrss_kib"] else None),
+               "returncode": res["rc"], "loadavg": [load0, loadavg()]}
+      lines = [l for l in res["stdout"].splitlines() if l.startswith("RESULT ")]
+      if lines:
+        entry.update(json.loads(lines[-1][len("RESULT "):]))
+      else:
+        entry["error"] = res["stderr"][-2000:]
+      if os.path.exists(npz):
+        with np.load(npz) as z:
+          grads[mode] = (z["gx"], z["gD"])
+      out["modes"][mode] = entry
+      print(f"gradient {mode}: {json.dumps(entry)[:300]}", flush=True)
+  if "unrolled" in grads:
+    gx0, gD0 = grads["unrolled"]
+    rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    for mode, (gx, gD) in grads.items():
+      out["modes"][mode]["rel_diff_vs_unrolled"] = {
+          "input": rel(gx, gx0), "dictionary": rel(gD, gD0)}
+  return out
+
+
+# ----------------------------------------------------------------------------
+# (4) Iterations to get within 1% of the optimum
+# ----------------------------------------------------------------------------
+
+
+def bench_convergence(args) -> dict:
+  jax, lca = _jax()
+  out = {"criterion": "batch-summed objective <= 1.01 x the last value of a "
+                      f"{args.ref_iters}-iteration FISTA run; LCA counts "
+                      "updates applied, FISTA iterations run",
+         "results": {}}
+  for shape in SHAPES:
+    x, D = problem(shape, args.data_dir, args.batch)
+    load0, start = loadavg(), time.perf_counter()
+    traced = lambda solver, n: np.asarray(lca.solve(
+        x, D, lca.LCAConfig(lam=LAM, tau=TAU, num_iters=n, solver=solver,
+                            normalize_input=False),
+        return_trace=True).trace["objective"], np.float64)
+    fista = traced("fista", args.ref_iters)  # (T, B): reference and FISTA
+    lca_obj = traced("lca", args.lca_max_iters)
+    ref_B = fista[-1]
+    first = lambda obj, target: (int(np.argmax(obj <= target))
+                                 if np.any(obj <= target) else None)
+    n_fista = first(fista.sum(1), 1.01 * ref_B.sum())
+    n_lca = first(lca_obj.sum(1), 1.01 * ref_B.sum())
+    n_fista = None if n_fista is None else n_fista + 1
+    per_sample = lambda obj, off: [
+        None if (i := first(obj[:, b], 1.01 * ref_B[b])) is None else i + off
+        for b in range(obj.shape[1])]
+    res = {"reference_objective_sum": float(ref_B.sum()),
+           "fista_iters_to_1pct": n_fista, "lca_iters_to_1pct": n_lca,
+           "lca_max_iters": args.lca_max_iters,
+           "ratio_lca_over_fista": (n_lca / n_fista if n_lca and n_fista
+                                    else None),
+           "per_sample_max": {
+               "fista": _max_or_none(per_sample(fista, 1)),
+               "lca": _max_or_none(per_sample(lca_obj, 0))},
+           "lca_final_rel_gap": float(lca_obj[-1].sum() / ref_B.sum() - 1),
+           "seconds": time.perf_counter() - start,
+           "loadavg": [load0, loadavg()]}
+    out["results"][shape] = res
+    print(f"convergence {shape}: fista {n_fista}, lca {n_lca}", flush=True)
+  return out
+
+
+def _max_or_none(values):
+  return None if any(v is None for v in values) else max(values)
+
+
+# ----------------------------------------------------------------------------
+# (c) lanl/lca-pytorch
+# ----------------------------------------------------------------------------
+
+
+def lcapt_worker(args) -> None:
+  """Runs under --torch-python: times LCAConv2D, saves its codes."""
+  sys.path.insert(0, args.lcapt)
+  import torch  # pylint: disable=g-import-not-at-top,import-error
+  from lcapt.lca import LCAConv2D  # pylint: disable=g-import-not-at-top,import-error
+  with np.load(args.worker_in) as z:
+    x_BHWC, D_KKCF = z["x"], z["D"]
+  c, f = D_KKCF.shape[2], D_KKCF.shape[3]
+  x = torch.from_numpy(np.ascontiguousarray(x_BHWC.transpose(0, 3, 1, 2)))
+  w = torch.from_numpy(np.ascontiguousarray(D_KKCF.transpose(3, 2, 0, 1)))
+  with tempfile.TemporaryDirectory() as tmp:
+    def model(iters):
+      m = LCAConv2D(f, c, result_dir=tmp, kernel_size=D_KKCF.shape[0],
+                    stride=1, lambda_=LAM, tau=TAU, lca_iters=iters,
+                    input_zero_mean=False, input_unit_var=False)
+      m.assign_weight_values(w.to(m.weights.dtype), normalize=False)
+      return m
+
+    def timed(m):
+      start = time.perf_counter()
+      with torch.no_grad():
+        codes = m(x)
+      return time.perf_counter() - start, codes
+
+    short, long_ = model(args.lcapt_short), model(args.lcapt_long)
+    timed(short)  # warm-up
+    t_short, t_long = [], []
+    for _ in range(args.repeats):
+      t_short.append(timed(short)[0])
+      t_long.append(timed(long_)[0])
+    _, codes = timed(model(args.code_iters))
+  np.savez(args.worker_out,
+           codes=codes.numpy().transpose(0, 2, 3, 1))  # back to BHWF
+  per_iter = (min(t_long) - min(t_short)) / (args.lcapt_long - args.lcapt_short)
+  print("RESULT " + json.dumps({
+      "ms_per_iter": 1e3 * per_iter, "iters_per_s": 1.0 / per_iter,
+      "method": f"(min time of {args.lcapt_long} - min time of "
+                f"{args.lcapt_short} iterations) / difference",
+      "seconds_short": t_short, "seconds_long": t_long,
+      "torch": torch.__version__, "threads": torch.get_num_threads()}),
+        flush=True)
+
+
+def bench_lcapt(args, jax_fwd: dict | None) -> dict | str:
+  if not args.lcapt:
+    return "skipped"
+  jax, lca = _jax()
+  out = {"lcapt": os.path.abspath(args.lcapt), "torch_python":
+         args.torch_python, "code_iters": args.code_iters,
+         "interior_margin": KERNEL - 1,
+         "note": "both run the same normalised input and dictionary; lcapt "
+                 "with its own normalisation off. Interior: codes at least "
+                 "kernel-1 pixels from the border. JAX ms/iter re-timed "
+                 "right after lcapt's, fast path, min over repeats.",
+         "results": {}}
+  with tempfile.TemporaryDirectory() as tmp:
+    for shape in SHAPES:
+      x, D = problem(shape, args.data_dir, args.batch)
+      np.savez(os.path.join(tmp, "in.npz"), x=np.asarray(x), D=np.asarray(D))
+      cmd = [args.torch_python, os.path.abspath(__file__), "--worker",
+             "lcapt", "--lcapt", args.lcapt,
+             "--worker-in", os.path.join(tmp, "in.npz"),
+             "--worker-out", os.path.join(tmp, "out.npz"),
+             "--repeats", str(args.repeats), "--code-iters",
+             str(args.code_iters), "--lcapt-short", str(args.lcapt_short),
+             "--lcapt-long", str(args.lcapt_long)]
+      load0 = loadavg()
+      proc = subprocess.run(cmd, capture_output=True, text=True,
+                            timeout=args.grad_timeout)
+      lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+      if proc.returncode or not lines:
+        out["results"][shape] = {"error": proc.stderr[-2000:]}
+        continue
+      theirs = json.loads(lines[-1][len("RESULT "):])
+      with np.load(os.path.join(tmp, "out.npz")) as z:
+        codes_pt = z["codes"]
+      # Ours, timed back to back with theirs.
+      n = args.fwd_iters
+      fn = compile_solve(x, D, lca.LCAConfig(lam=LAM, tau=TAU, num_iters=n,
+                                             normalize_input=False), True)
+      fn(x, D).block_until_ready()
+      ours = _rate([time_call(fn, x, D) for _ in range(args.repeats)], n)
+      codes = np.asarray(lca.solve(x, D, lca.LCAConfig(
+          lam=LAM, tau=TAU, num_iters=args.code_iters,
+          normalize_input=False)).codes_BHWF)
+      m = KERNEL - 1
+      rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))
+      res = {"lcapt": theirs, "jax": ours,
+             "speed_ratio_jax_over_lcapt": (theirs["ms_per_iter"] /
+                                            ours["ms_per_iter_min"]),
+             "codes_rel_l2_whole": rel(codes, codes_pt),
+             "codes_rel_l2_interior": rel(codes[:, m:-m, m:-m],
+                                          codes_pt[:, m:-m, m:-m]),
+             "loadavg": [load0, loadavg()]}
+      if jax_fwd:
+        res["jax_forward_section_ms_per_iter"] = (
+            jax_fwd["results"][shape]["fast"]["ms_per_iter_min"])
+      out["results"][shape] = res
+      print(f"lcapt {shape}: theirs {theirs['ms_per_iter']:.1f} ms/it, ours "
+            f"{ours['ms_per_iter_min']:.1f} ms/it, codes rel "
+            f"{res['codes_rel_l2_whole']:.3f} / interior "
+            f"{res['codes_rel_l2_interior']:.3f}", flush=True)
+  return out
+
+
+# ----------------------------------------------------------------------------
+
+
+def meta() -> dict:
+  info = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+          "python": platform.python_version(), "cpus": os.cpu_count(),
+          "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+  try:
+    with open("/proc/cpuinfo") as f:
+      info["cpu"] = next(l.split(":", 1)[1].strip() for l in f
+                         if l.startswith("model name"))
+  except (OSError, StopIteration):
+    info["cpu"] = platform.processor()
+  jax, _ = _jax()
+  info["jax"] = jax.__version__
+  try:
+    info["git"] = subprocess.run(
+        ["git", "-C", REPO, "describe", "--always", "--dirty"],
+        capture_output=True, text=True).stdout.strip()
+  except OSError:
+    pass
+  return info
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--out", default=os.path.join(REPO, "results", "bench",
+                                                "bench_lca.json"))
+  p.add_argument("--data-dir", default=os.environ.get(
+      "SCA_JAX_DATA_DIR", "/work/shared/data"))
+  p.add_argument("--parts", default="forward,gradient,convergence,lcapt",
+                 help="comma-separated sections to run")
+  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--fwd-iters", type=int, default=100,
+                 help="iterations per timed forward solve")
+  p.add_argument("--grad-iters", type=int, default=500)
+  p.add_argument("--grad-solver", default="fista", choices=("lca", "fista"),
+                 help="fista: converged in 500 steps, so implicit compares")
+  p.add_argument("--grad-modes", default=",".join(GRAD_MODES))
+  p.add_argument("--grad-timeout", type=float, default=3600)
+  p.add_argument("--ref-iters", type=int, default=3000)
+  p.add_argument("--lca-max-iters", type=int, default=3000)
+  p.add_argument("--lcapt", default=None,
+                 help="path of a lanl/lca-pytorch checkout (holds lcapt/)")
+  p.add_argument("--torch-python", default=sys.executable,
+                 help="python with torch (and lcapt's requirements)")
+  p.add_argument("--code-iters", type=int, default=500)
+  p.add_argument("--lcapt-short", type=int, default=5)
+  p.add_argument("--lcapt-long", type=int, default=25)
+  # Internal: worker processes.
+  p.add_argument("--worker", choices=("grad", "lcapt"), help=argparse.SUPPRESS)
+  p.add_argument("--worker-mode", help=argparse.SUPPRESS)
+  p.add_argument("--worker-in", help=argparse.SUPPRESS)
+  p.add_argument("--worker-out", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  args.parts = [s for s in args.parts.split(",") if s]
+  args.grad_modes = [s for s in args.grad_modes.split(",") if s]
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.worker == "grad":
+    return grad_worker(args)
+  if args.worker == "lcapt":
+    return lcapt_worker(args)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  report = {"meta": meta(), "settings": {
+      "batch": args.batch, "kernel": KERNEL, "stride": 1, "lam": LAM,
+      "tau": TAU, "data": "mnist, first images", "shapes": SHAPES}}
+
+  def save():
+    with open(args.out, "w") as f:
+      json.dump(report, f, indent=1)
+
+  if "forward" in args.parts:
+    report["forward"] = bench_forward(args)
+    save()
+  if "gradient" in args.parts:
+    report["gradient"] = bench_gradient(args)
+    save()
+  if "convergence" in args.parts:
+    report["convergence"] = bench_convergence(args)
+    save()
+  if "lcapt" in args.parts:
+    report["lcapt"] = bench_lcapt(args, report.get("forward"))
+  report["meta"]["loadavg_end"] = loadavg()
+  save()
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

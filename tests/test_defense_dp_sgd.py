@@ -1,0 +1,73 @@
+"""DP-SGD: per-example clipping, calibrated noise, epsilon accounting."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import tiny_config
+from sca_jax import train as train_lib
+from sca_jax.defenses import DEFENSES, dp_sgd
+from sca_jax.models import build_model
+
+
+def _trainer(clip=1.0, sigma=1.1, name="dp_sgd", model="no_defense_gn"):
+  c = tiny_config(name)
+  c.defense.model = model
+  c.defense.dp_sgd = dp_sgd.default_dp_config(sigma, clip)
+  m = build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))
+  return train_lib.Trainer(m, c.defense, optax.sgd(0.1)), c
+
+
+def _batch(n=16):
+  rng = np.random.default_rng(0)
+  return (jnp.asarray(rng.random((n, 28, 28, 1), np.float32)),
+          jnp.asarray(rng.integers(0, 10, n)))
+
+
+def test_every_per_example_gradient_is_clipped():
+  trainer, _ = _trainer()
+  x, y = _batch()
+  grads_E, _, _ = trainer.per_example_grads(trainer.init_state, x, y,
+                                            jax.random.key(1))
+  _, norms = train_lib.clip_per_example(grads_E, 1e9)
+  clip = float(jnp.median(norms))  # half the examples lie above it
+  clipped, before = train_lib.clip_per_example(grads_E, clip)
+  _, after = train_lib.clip_per_example(clipped, 1e9)
+  assert jnp.any(before > clip * 1.01)
+  assert jnp.all(after <= clip * (1 + 1e-5))
+  # Examples below the bound are untouched.
+  small = before < clip
+  np.testing.assert_allclose(after[small], before[small], rtol=1e-5)
+
+
+def test_noise_has_the_calibrated_scale_and_is_averaged_over_the_batch():
+  zeros = {"w": jnp.zeros((32, 5000))}  # 32 examples, zero gradients
+  g, _ = train_lib.privatize(zeros, clip_norm=2.0, noise_multiplier=1.5,
+                             key=jax.random.key(0))
+  assert float(jnp.std(g["w"])) == pytest.approx(1.5 * 2.0 / 32, rel=0.05)
+  ones = {"w": jnp.ones((4, 3)) * 10}  # norm sqrt(300) each -> clipped to 1
+  g, _ = train_lib.privatize(ones, 1.0, 0.0, jax.random.key(0))
+  np.testing.assert_allclose(g["w"], 1 / np.sqrt(3), rtol=1e-5)
+
+
+def test_dp_train_step_runs_and_batch_norm_is_refused():
+  trainer, _ = _trainer()
+  x, y = _batch(8)
+  state, metrics = trainer.train_step(trainer.init_state, x, y,
+                                      jax.random.key(2))
+  assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+  assert 0 <= float(metrics["clipped_fraction"]) <= 1
+  with pytest.raises(ValueError, match="batch norm"):
+    _trainer(model="no_defense")
+
+
+def test_epsilon_falls_as_noise_rises_and_is_reported():
+  eps = [dp_sgd.epsilon(s, 64 / 7000, 300) for s in (0.6, 1.1, 2.0, 4.0)]
+  assert all(a > b > 0 for a, b in zip(eps, eps[1:]))
+  _, c = _trainer()
+  report = DEFENSES.get("dp_sgd").report(c.defense, 7000, c.train)
+  assert report["dp"]["delta"] == 1e-5
+  assert report["dp"]["steps"] == (7000 // 32) * 1
+  assert report["dp"]["epsilon"] > 0
