@@ -17,6 +17,9 @@ would be a 9x9x64x64 kernel, 20x slower on CPU). By linearity the drive and
 competition combine into `encode(x - decode(a))`, the encoded reconstruction
 residual, which is what the loop computes: one decode and one encode per
 iteration, and the residual gives the reconstruction error for the trace.
+At stride 1 with a single input channel the decode is one matmul over
+features plus K*K shifted adds, and a few-feature encode an im2col matmul:
+faster than XLA's CPU convolutions there (see `_conv`, `_conv_t`).
 
 The iterations run as a `jax.lax.scan`, so the solve is differentiable end to
 end (input and dictionary); `remat=True` recomputes each step's intermediates
@@ -64,6 +67,7 @@ class LCAConfig:
   normalize_input: bool = True
   remat: bool = False
   solver: str = "lca"
+  fista_restart: bool = False
   grad: str = "unrolled"
   cg_iters: int = 200
   cg_tol: float = 1e-6
@@ -424,6 +428,13 @@ def _iterate_fista(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
     resid = x_BHWC - decode(z, D_KKCF, s, hw)
     u = z + step * encode(resid, D_KKCF, s)
     a_new = threshold(u, lam_step, cfg.threshold)
+    if cfg.fista_restart:
+      # Gradient restart (O'Donoghue & Candes 2015), per sample: when the
+      # momentum points uphill, drop it. Linear convergence once the active
+      # set settles, where plain FISTA oscillates.
+      uphill = jnp.sum((z - a_new) * (a_new - a), axis=(1, 2, 3),
+                       keepdims=True) > 0
+      t = jnp.where(uphill, 1.0, t)
     t_new = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
     z_new = a_new + ((t - 1.0) / t_new) * (a_new - a)
     trace = None
@@ -436,7 +447,8 @@ def _iterate_fista(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
     return carry, trace
 
   a0 = _zero_codes(x_BHWC, D_KKCF, s)
-  init = (a0, a0, jnp.ones((), a0.dtype))
+  t_shape = (a0.shape[0], 1, 1, 1) if cfg.fista_restart else ()
+  init = (a0, a0, jnp.ones(t_shape, a0.dtype))
   # u is not carried (a 4th state array in every stored step); the last
   # step runs outside the scan to return it.
   carry, trace = _scan(scan_body, init, cfg.num_iters - 1, cfg)

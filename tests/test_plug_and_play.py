@@ -77,7 +77,7 @@ def setup(tmp_path_factory):
       hidden=(32,), lam=0.5, tau=10., num_iters=5)), (28, 28, 1),
       NUM_CLASSES, jax.random.key(0))
   # Sharper logits, so an untrained target's confidence can move at all.
-  model.head.kernel[...] = model.head.kernel[...] * 100.0
+  model.head.kernel[...] = model.head.kernel[...] * 30.0
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(30, 28, 28, 1)).astype(np.float32)
   y = np.arange(30, dtype=np.int32) % NUM_CLASSES
@@ -135,7 +135,7 @@ def test_missing_generator_fails_before_compute(setup, tmp_path, monkeypatch):
 
 
 def test_augment_keeps_shape_and_range():
-  x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 8, 8, 1)),
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 12, 12, 1)),
                   jnp.float32)
   out = pnp.augment(x, jax.random.key(0), (0.5, 0.9), (0.8, 1.2), True)
   assert out.shape == x.shape
