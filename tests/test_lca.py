@@ -209,7 +209,7 @@ def test_fista_solver_reaches_the_same_optimum_in_fewer_iterations(stride, lam):
   assert run("fista", 60) < run("lca", 60)
 
 
-def _converged_gradients(grad_mode):
+def _converged_gradients(grad_mode, remat_levels=2):
   """Input and dictionary gradients of a weighted sum of converged codes."""
   D, x = _problem(12, hw=(7, 7), c=1, f=4, k=3)
   D, x = jnp.asarray(D, jnp.float64), jnp.asarray(x, jnp.float64)
@@ -219,7 +219,8 @@ def _converged_gradients(grad_mode):
   # machine precision in 800 steps, so the unrolled gradient is the fixed
   # point's gradient too.
   cfg = lca.LCAConfig(lam=0.4, tau=3.3, num_iters=800,
-                      normalize_input=False, grad=grad_mode)
+                      normalize_input=False, grad=grad_mode,
+                      remat_levels=remat_levels)
   loss = jax.jit(lambda x, D: jnp.sum(w * lca.solve(x, D, cfg).codes_BHWF))
   return loss, x, D, jax.jit(jax.grad(loss, argnums=(0, 1)))(x, D)
 
@@ -231,7 +232,8 @@ def _rel(a, b):
 def test_chunked_remat_and_implicit_gradients_match_unrolled():
   with jax.enable_x64(True):
     _, _, _, (gx, gD) = _converged_gradients("unrolled")
-    _, _, _, (gx_c, gD_c) = _converged_gradients("remat_chunked")
+    # Three nested levels (chunks of 10 and 100 steps) cover two as well.
+    _, _, _, (gx_c, gD_c) = _converged_gradients("remat_chunked", 3)
     _, _, _, (gx_i, gD_i) = _converged_gradients("implicit")
     # Chunked checkpointing recomputes the same operations: same gradient.
     assert _rel(gx_c, gx) < 1e-10 and _rel(gD_c, gD) < 1e-10
@@ -257,12 +259,12 @@ def test_implicit_gradient_matches_finite_differences():
 
 def test_chunked_schedule_keeps_the_forward_and_trace():
   D, x = _problem(10, hw=(6, 6), c=1, f=3, k=3)
-  for solver in ("lca", "fista"):
+  for solver, levels in (("lca", 2), ("fista", 3)):
     cfg = lca.LCAConfig(lam=0.1, tau=5.0, num_iters=11, solver=solver,
                         normalize_input=False)
     ref = lca.solve(jnp.asarray(x), jnp.asarray(D), cfg, return_trace=True)
     chunked = lca.solve(jnp.asarray(x), jnp.asarray(D), dataclasses.replace(
-        cfg, grad="remat_chunked"), return_trace=True)
+        cfg, grad="remat_chunked", remat_levels=levels), return_trace=True)
     np.testing.assert_allclose(chunked.codes_BHWF, ref.codes_BHWF, atol=1e-6)
     assert chunked.trace["objective"].shape == (11, 1)
     np.testing.assert_allclose(chunked.trace["objective"],
@@ -277,14 +279,19 @@ def test_fista_needs_5x_fewer_iterations_than_lca_tau_100():
   lam = 0.2
   e_star = dense_objective(A, x.ravel(), fista_nonneg(A, x.ravel(), lam), lam)
 
-  def iters_to_1pct(solver, n):
+  def iters_to_1pct(solver, n, restart=False):
     cfg = lca.LCAConfig(lam=lam, tau=100.0, num_iters=n, solver=solver,
-                        normalize_input=False)
-    obj = lca.solve(jnp.asarray(x), jnp.asarray(D), cfg,
-                    return_trace=True).trace["objective"][:, 0]
-    hits = np.nonzero(np.asarray(obj) <= 1.01 * e_star)[0]
+                        fista_restart=restart, normalize_input=False)
+    obj = np.asarray(lca.solve(jnp.asarray(x), jnp.asarray(D), cfg,
+                               return_trace=True).trace["objective"][:, 0])
+    hits = np.nonzero(obj <= 1.01 * e_star)[0]
     assert hits.size, f"{solver} never got within 1% in {n} iterations"
-    return int(hits[0]) + 1
+    assert obj[-1] <= 1.01 * e_star
+    return int(hits[0]) + 1, obj[-1]
 
-  n_fista, n_lca = iters_to_1pct("fista", 200), iters_to_1pct("lca", 2000)
+  (n_fista, _), (n_lca, _) = iters_to_1pct("fista", 200), iters_to_1pct(
+      "lca", 2000)
   assert 5 * n_fista <= n_lca, (n_fista, n_lca)
+  n_restart, e_restart = iters_to_1pct("fista", 200, restart=True)
+  assert 5 * n_restart <= n_lca, (n_restart, n_lca)
+  assert e_restart <= 1.001 * e_star  # and converges, to the same optimum
