@@ -1,15 +1,12 @@
-"""Fashion-MNIST, defense `no_defense`.
+"""Fashion-MNIST, defense `no_defense`: CPU-sized default, or `:paper` (the paper's
+protocol). The defense's own settings and adaptive attacks come from its
+registration in `sca_jax.defenses` (see `config_lib.get_config`).
 
   python -m sca_jax.main --config=configs/fashion_mnist_no_defense.py --workdir=DIR
-  python -m sca_jax.main --config=configs/fashion_mnist_no_defense.py:paper --workdir=DIR
-
-The default is the CPU-sized setting of `sca_jax.config_lib.base_config`;
-`:paper` is the paper's protocol (full data, 25 epochs, 500 LCA iterations).
 """
 
 from sca_jax import config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.get_config(arg, name="no_defense", dataset="fashion_mnist")
-  return c
+  return config_lib.get_config(arg, name="no_defense", dataset="fashion_mnist")

@@ -1,20 +1,12 @@
-"""MNIST, defense `gong_gan` (see sca_jax/defenses/).
+"""MNIST, defense `gong_gan`: CPU-sized default, or `:paper` (the paper's
+protocol). The defense's own settings and adaptive attacks come from its
+registration in `sca_jax.defenses` (see `config_lib.get_config`).
 
   python -m sca_jax.main --config=configs/mnist_gong_gan.py --workdir=DIR
-  python -m sca_jax.main --config=configs/mnist_gong_gan.py:paper --workdir=DIR
-
-The default is the CPU-sized setting of `sca_jax.config_lib.base_config`;
-`:paper` is the paper's protocol (full data, 25 epochs).
 """
 
 from sca_jax import config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.get_config(arg, name="gong_gan", dataset="mnist")
-  c.defense.model = "no_defense"
-  c.defense.gan_epochs = 25 if arg == "paper" else 2
-  c.defense.gan_fraction = 1.0
-  c.defense.gong_alpha = 0.5       # weight of the spurious class pattern
-  c.defense.gong_pattern_seed = 0
-  return c
+  return config_lib.get_config(arg, name="gong_gan", dataset="mnist")

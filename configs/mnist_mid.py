@@ -1,19 +1,12 @@
-"""MNIST, defense `mid` (see sca_jax/defenses/).
+"""MNIST, defense `mid`: CPU-sized default, or `:paper` (the paper's
+protocol). The defense's own settings and adaptive attacks come from its
+registration in `sca_jax.defenses` (see `config_lib.get_config`).
 
   python -m sca_jax.main --config=configs/mnist_mid.py --workdir=DIR
-  python -m sca_jax.main --config=configs/mnist_mid.py:paper --workdir=DIR
-
-The default is the CPU-sized setting of `sca_jax.config_lib.base_config`;
-`:paper` is the paper's protocol (full data, 25 epochs).
 """
 
 from sca_jax import config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.get_config(arg, name="mid", dataset="mnist")
-  c.defense.model = "mid"
-  c.defense.bottleneck = 256
-  c.defense.beta = 0.01
-  c.defense.sample_at_inference = False  # z = mu at inference
-  return c
+  return config_lib.get_config(arg, name="mid", dataset="mnist")

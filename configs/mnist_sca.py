@@ -1,15 +1,12 @@
-"""MNIST, defense `sca`.
+"""MNIST, defense `sca`: CPU-sized default, or `:paper` (the paper's
+protocol). The defense's own settings and adaptive attacks come from its
+registration in `sca_jax.defenses` (see `config_lib.get_config`).
 
   python -m sca_jax.main --config=configs/mnist_sca.py --workdir=DIR
-  python -m sca_jax.main --config=configs/mnist_sca.py:paper --workdir=DIR
-
-The default is the CPU-sized setting of `sca_jax.config_lib.base_config`;
-`:paper` is the paper's protocol (full data, 25 epochs, 500 LCA iterations).
 """
 
 from sca_jax import config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.get_config(arg, name="sca", dataset="mnist")
-  return c
+  return config_lib.get_config(arg, name="sca", dataset="mnist")

@@ -1,16 +1,12 @@
-"""MNIST, defense `sparse_standard`.
+"""MNIST, defense `sparse_standard`: CPU-sized default, or `:paper` (the paper's
+protocol). The defense's own settings and adaptive attacks come from its
+registration in `sca_jax.defenses` (see `config_lib.get_config`).
 
   python -m sca_jax.main --config=configs/mnist_sparse_standard.py --workdir=DIR
-  python -m sca_jax.main --config=configs/mnist_sparse_standard.py:paper --workdir=DIR
-
-The default is the CPU-sized setting of `sca_jax.config_lib.base_config`;
-`:paper` is the paper's protocol (full data, 25 epochs, 500 LCA iterations).
 """
 
 from sca_jax import config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.get_config(arg, name="sparse_standard", dataset="mnist")
-  c.defense.lam = 0.25  # the authors' Sparse-Standard lambda for mnist
-  return c
+  return config_lib.get_config(arg, name="sparse_standard", dataset="mnist")

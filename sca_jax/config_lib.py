@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from sca_jax import attacks
+from sca_jax.defenses import DEFENSES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -61,12 +62,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep = 2
   c.train.num_devices = ml_collections.config_dict.placeholder(int)  # all
 
-  # Both inversion attacks after training; MLP inversion nets on CPU (the
+  # Both inversion attacks after training (get_config adds the defense's
+  # adaptive attacks); MLP inversion nets on CPU (the
   # transposed-conv net is ~17x slower here and no better end to end).
   attack_defaults = attacks.default_config()
   c.attacks = ("end_to_end", "split")
   c.attack = attack_defaults.attack
-  for name in c.attacks:
+  for name in c.attack:  # incl. the *_averaged variants adaptive runs add
     c.attack[name].net = "mlp"
   c.eval_classifier = attack_defaults.eval_classifier
   return c
@@ -96,13 +98,24 @@ def paper_protocol(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None, name: str,
                dataset: str) -> ml_collections.ConfigDict:
-  """The base of `configs/<dataset>_<name>.py`; arg "paper" or None."""
+  """`configs/<dataset>_<name>.py`; arg "paper" or None.
+
+  The defense's own settings (`Defense.defaults`) go into `config.defense`,
+  and `config.attacks` lists the standard attacks followed by the adaptive
+  attacks that apply to that defense (`Defense.adaptive_attacks`).
+  """
+  if arg not in (None, "", "paper"):
+    raise ValueError(f"unknown config argument {arg!r}; allowed: 'paper' "
+                     "or none (the CPU-sized default)")
+  defense = DEFENSES.get(name, field="defense.name")
   c = base_config()
   c.data.name = dataset
   c.defense.name = name
+  c.defense.model = defense.model
   if arg == "paper":
     paper_protocol(c)
-  elif arg:
-    raise ValueError(f"unknown config argument {arg!r}; allowed: 'paper' "
-                     "or none (the CPU-sized default)")
+  for field, value in (defense.defaults(arg == "paper")
+                       if defense.defaults else {}).items():
+    c.defense[field] = value
+  c.attacks = tuple(c.attacks) + defense.adaptive_attacks
   return c

@@ -19,12 +19,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from sca_jax import lca
 from sca_jax import train as train_lib
 from sca_jax.checkpoint import Checkpointer
 from sca_jax.data import make_splits
-from sca_jax.defenses import DEFENSES
+from sca_jax.defenses import DEFENSES, TrainingSet
 from sca_jax.models import MODELS, build_model, lca_config
 
 # Config sections that decide what a checkpoint holds: resuming under a config
@@ -139,14 +140,20 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   model = build_model(config.defense, splits.image_shape, splits.num_classes,
                       init_key)
   extra = defense.extra_loss(config.defense) if defense.extra_loss else None
-  train_x, train_y = splits.train_x, splits.train_y
+  prepared = TrainingSet(splits.train_x, splits.train_y)
   if defense.prepare_data is not None:  # e.g. real + GAN-generated images
-    train_x, train_y = defense.prepare_data(
-        config.defense, train_x, train_y, jax.random.fold_in(train_key, 1))
+    prepared = TrainingSet.of(defense.prepare_data(
+        config.defense, prepared.x, prepared.y,
+        jax.random.fold_in(train_key, 1)))
+  train_x, train_y = prepared.x, prepared.y
+  if prepared.init is not None:  # e.g. a model pre-trained on the real data
+    _check_same_shapes(nnx.state(model), prepared.init)
+    nnx.update(model, prepared.init)
   trainer = train_lib.Trainer(
       model, config.defense,
       train_lib.make_optimizer(config.train, 1 + config.train.epochs * (
-          len(train_x) // config.train.batch_size)), extra)
+          len(train_x) // config.train.batch_size)), extra,
+      param_loss=prepared.param_loss)
 
   if config.train.skip:
     state = Checkpointer(workdir / "checkpoints").restore_latest(
@@ -158,7 +165,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   else:
     state, train_info = train_lib.fit(
         trainer, config.train, train_x, train_y, workdir,
-        train_key, config.seed)
+        train_key, config.seed, per_sample=prepared.per_sample)
 
   bs = int(config.train.eval_batch_size)
   test_acc = trainer.evaluate(state, splits.test_x, splits.test_y, bs)
@@ -194,6 +201,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   write_json(workdir / "results.json", results)
   print(f"wrote {workdir / 'results.json'}")
   return results
+
+
+def _check_same_shapes(state: nnx.State, init: nnx.State) -> None:
+  want = jax.tree.map(jnp.shape, nnx.to_pure_dict(state))
+  got = jax.tree.map(jnp.shape, nnx.to_pure_dict(init))
+  if want != got:
+    raise ValueError("the defense's initial variables do not fit the target "
+                     f"model: {got} vs {want}")
 
 
 def jsonable(x: Any) -> Any:

@@ -14,6 +14,11 @@ DP-SGD (Abadi et al. 2016) when `defense.dp_sgd` is set (clip_norm,
 noise_multiplier): per-example gradients by vmap, each clipped to clip_norm in
 L2 over all parameters, summed, N(0, (noise_multiplier*clip_norm)^2) noise
 added, divided by the batch size. Needs a model without batch statistics.
+
+Defense hooks (see sca_jax.defenses): an extra loss on the forward pass
+(`ExtraLoss`), given the batch's slice of any per-sample arrays the defense
+attached to its training set as `per_sample=`; and a penalty on the trainable
+parameters (`ParamLoss`, e.g. elastic weight consolidation).
 """
 
 from __future__ import annotations
@@ -34,8 +39,13 @@ from sca_jax import checkpoint, lca, parallel
 from sca_jax.models import Dictionary, LayerStack
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-# Extra loss of a defense: (logits, reps, x, y, key) -> (scalar, metrics dict).
+# Extra loss of a defense: (logits, reps, x, y, key) -> (scalar, metrics dict);
+# called with `per_sample=` (dict of batch arrays) only when the training set
+# has per-sample arrays.
 ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+# Penalty on the trainable parameters (the Param state, not the dictionaries):
+# params -> (scalar, metrics dict).
+ParamLoss = Callable[[nnx.State], tuple[jax.Array, dict[str, jax.Array]]]
 
 
 def clip_per_example(grads_E: Any, clip_norm: float) -> tuple[Any, jax.Array]:
@@ -102,7 +112,8 @@ class Trainer:
 
   def __init__(self, model: LayerStack, defense_cfg: ml_collections.ConfigDict,
                tx: optax.GradientTransformation,
-               extra_loss: ExtraLoss | None = None):
+               extra_loss: ExtraLoss | None = None,
+               param_loss: ParamLoss | None = None):
     self.graphdef, dicts, params, stats, rest = nnx.split(
         model, Dictionary, nnx.Param, nnx.BatchStat, ...)
     self.tx = tx
@@ -110,6 +121,7 @@ class Trainer:
     self.hebbian = bool(defense_cfg.get("hebbian", True))
     self.hebbian_lr = float(defense_cfg.get("hebbian_lr", 0.01))
     self.extra_loss = extra_loss
+    self.param_loss = param_loss
     dp = defense_cfg.get("dp_sgd", None)
     self.dp = None if dp is None else (float(dp.clip_norm),
                                        float(dp.noise_multiplier))
@@ -136,7 +148,8 @@ class Trainer:
     return nnx.merge(self.graphdef, state.dicts, state.params, state.stats,
                      state.rest)
 
-  def _loss_fn(self, state: TrainState, trainable, x_BHWC, y_B, key):
+  def _loss_fn(self, state: TrainState, trainable, x_BHWC, y_B, key,
+               per_sample=None):
     params, dicts = trainable
     # Fresh Variables at this trace level: batch norm writes its statistics.
     frozen = jax.tree.map(lambda v: v, (state.dicts, state.stats, state.rest))
@@ -146,34 +159,42 @@ class Trainer:
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
     metrics = {"ce": loss}
     if self.extra_loss is not None:
-      extra, extra_metrics = self.extra_loss(logits, reps, x_BHWC, y_B, key)
+      kw = {} if per_sample is None else {"per_sample": per_sample}
+      extra, extra_metrics = self.extra_loss(logits, reps, x_BHWC, y_B, key,
+                                             **kw)
       loss = loss + extra
       metrics.update(extra_metrics)
+    if self.param_loss is not None:
+      penalty, penalty_metrics = self.param_loss(params)
+      loss = loss + penalty
+      metrics.update(penalty_metrics)
     _, _, _, stats, rest = nnx.split(model, Dictionary, nnx.Param,
                                      nnx.BatchStat, ...)
     return loss, (logits, reps, stats, rest, metrics)
 
-  def per_example_grads(self, state: TrainState, x_BHWC, y_B, key):
+  def per_example_grads(self, state: TrainState, x_BHWC, y_B, key,
+                        per_sample=None):
     """Gradients of each example's loss, stacked on a leading axis."""
-    def one(trainable, x, y):
+    def one(trainable, x, y, ps):
+      ps = None if ps is None else jax.tree.map(lambda a: a[None], ps)
       loss, (logits, _, _, _, metrics) = self._loss_fn(
-          state, trainable, x[None], y[None], key)
+          state, trainable, x[None], y[None], key, ps)
       return loss, (logits[0], metrics)
     trainable = self._trainable(state.params, state.dicts)
     grads_E, (logits, metrics) = jax.vmap(
-        jax.grad(one, has_aux=True), in_axes=(None, 0, 0))(
-            trainable, x_BHWC, y_B)
+        jax.grad(one, has_aux=True), in_axes=(None, 0, 0, 0))(
+            trainable, x_BHWC, y_B, per_sample)
     return grads_E, logits, metrics
 
-  def _train_step(self, state: TrainState, x_BHWC, y_B, key):
+  def _train_step(self, state: TrainState, x_BHWC, y_B, key, per_sample=None):
     trainable = self._trainable(state.params, state.dicts)
     if self.dp is None:
       (loss, (logits, reps, stats, rest, metrics)), grads = jax.value_and_grad(
-          lambda t: self._loss_fn(state, t, x_BHWC, y_B, key),
+          lambda t: self._loss_fn(state, t, x_BHWC, y_B, key, per_sample),
           has_aux=True)(trainable)
     else:
       grads_E, logits, metrics = self.per_example_grads(state, x_BHWC, y_B,
-                                                        key)
+                                                        key, per_sample)
       clip, sigma = self.dp
       grads, norms_E = privatize(grads_E, clip, sigma,
                                  jax.random.fold_in(key, 0x5EED))
@@ -228,8 +249,14 @@ def _format_eta(seconds: float) -> str:
 
 def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
         x_NHWC: np.ndarray, y_N: np.ndarray, workdir: Path, key: jax.Array,
-        seed: int, log: Callable[[str], None] = print) -> tuple[TrainState, dict]:
-  """Trains for `train_cfg.epochs`, resuming from the workdir's checkpoints."""
+        seed: int, log: Callable[[str], None] = print,
+        per_sample: dict[str, np.ndarray] | None = None
+        ) -> tuple[TrainState, dict]:
+  """Trains for `train_cfg.epochs`, resuming from the workdir's checkpoints.
+
+  `per_sample`: arrays with the training set's leading axis, batched with it
+  and passed to the trainer's extra loss (a defense's per-sample data).
+  """
   bs = int(train_cfg.batch_size)
   steps_per_epoch = len(x_NHWC) // bs
   if steps_per_epoch < 1:
@@ -259,8 +286,13 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
       perm = np.random.default_rng([seed, epoch]).permutation(len(x_NHWC))
     idx = perm[i * bs:(i + 1) * bs]
     x, y = parallel.shard_batch(mesh, x_NHWC[idx], y_N[idx])
+    kw = {}
+    if per_sample:
+      names = sorted(per_sample)
+      kw["per_sample"] = dict(zip(names, parallel.shard_batch(
+          mesh, *(per_sample[k][idx] for k in names))))
     state, metrics = trainer.train_step(state, x, y,
-                                        jax.random.fold_in(key, step))
+                                        jax.random.fold_in(key, step), **kw)
     done = step + 1
     if done % log_every == 0 or done == num_steps:
       metrics = {k: float(v) for k, v in metrics.items()}

@@ -6,9 +6,15 @@
 Each defense runs `experiment.run` with its config file
 (`configs/<dataset>_<defense>.py`, SCA at lambda 0.1/0.25/0.5) plus common
 overrides, in `<workdir_root>/<run>/seed<k>` (finished runs are reused, as
-experiment.run resumes). Writes `<out>.md` and `<out>.csv`: test accuracy,
-end-to-end and split PSNR / SSIM / FID next to the mean-image floor, the DP
-epsilon where there is one, the command, seeds and machine.
+experiment.run resumes), with every attack its config lists: the standard
+end-to-end and split attacks and the defense's adaptive attacks. Writes
+  `<out>.md/.csv`          test accuracy, end-to-end and split PSNR / SSIM /
+                           FID next to the mean-image floor, DP epsilon;
+  `<out>_attacks.md/.csv`  every attack (standard and adaptive) per run:
+                           attack accuracy by the independent evaluation
+                           classifier, PSNR, SSIM, each beside its floor;
+  `<out>_grids/<run>/`     the attacks' picture grids;
+with the command, seeds and machine in each table's header.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ import ast
 import csv
 import datetime
 import importlib.util
-import inspect
 import json
 import platform
 import shlex
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -47,12 +53,16 @@ RUNS = {
     "gaussian_noise": ("gaussian_noise", {}),
     "gan_augment": ("gan_augment", {}),
     "gong_gan": ("gong_gan", {}),
+    "gong_gan_pp": ("gong_gan_pp", {}),
 }
 ATTACKS = ("end_to_end", "split")
 COLUMNS = ["run", "seed", "test_accuracy", "dp_epsilon"] + [
     f"{a}_{m}" for a in ATTACKS
     for m in ("psnr", "psnr_floor", "ssim", "ssim_floor", "fid", "fid_floor")
 ] + ["error"]
+ATTACK_COLUMNS = ["run", "seed", "attack", "leak", "queries",
+                  "attack_accuracy", "attack_accuracy_floor", "psnr",
+                  "psnr_floor", "ssim", "ssim_floor", "fid", "fid_floor"]
 
 
 def load_config(dataset: str, stem: str, arg: str | None):
@@ -103,6 +113,17 @@ def common_overrides(args) -> dict:
   return o
 
 
+def finished(config, workdir: Path) -> dict | None:
+  """results.json of a finished run of exactly this config, else None."""
+  path = workdir / "results.json"
+  if not path.exists():
+    return None
+  res = json.loads(path.read_text())
+  same = res.get("config") == json.loads(json.dumps(config.to_dict(),
+                                                    default=str))
+  return res if same else None
+
+
 def row_of(run: str, seed: int, results: dict) -> dict:
   row = {"run": run, "seed": seed, "test_accuracy": results["test_accuracy"],
          "dp_epsilon": results.get("dp", {}).get("epsilon", "")}
@@ -118,25 +139,65 @@ def row_of(run: str, seed: int, results: dict) -> dict:
   return row
 
 
+def attack_rows(run: str, seed: int, results: dict) -> list[dict]:
+  """One row per attack in results.json, standard and adaptive alike."""
+  rows = []
+  for name, r in results.get("attacks", {}).items():
+    fl = r["floor"]
+    rows.append({
+        "run": run, "seed": seed, "attack": name, "leak": r["leak"]["name"],
+        "queries": r.get("config", {}).get("queries", 1),
+        "attack_accuracy": r["attack_accuracy"]["mean"],
+        "attack_accuracy_floor": fl["attack_accuracy"]["mean"],
+        "psnr": r["psnr"]["mean"], "psnr_floor": fl["psnr"]["mean"],
+        "ssim": r["ssim"]["mean"], "ssim_floor": fl["ssim"]["mean"],
+        "fid": r["fid"], "fid_floor": fl["fid"]})
+  return rows
+
+
+def copy_grids(workdir: Path, dest: Path) -> None:
+  for png in sorted((workdir / "attacks").glob("*.png")):
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(png, dest / png.name)
+
+
 def _fmt(v) -> str:
   return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def write_tables(rows: list[dict], out: Path, header: list[str]) -> None:
+def table_header(title: str, lines: list[str]) -> list[str]:
+  """Title, the command that made the table, `lines`, machine and date."""
+  return [
+      f"# {title}", "",
+      f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+      *(f"- {line}" for line in lines),
+      f"- machine: {platform.platform()}, {platform.processor() or '?'}, "
+      f"devices {[str(d) for d in jax.devices()]}, jax {jax.__version__}",
+      f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
+      " UTC"]
+
+
+FOOTER = ("attack_accuracy (the independent evaluation classifier recognises "
+          "the reconstruction's label), PSNR, SSIM: lower is a better "
+          "defense; FID: higher is. `*_floor`: a trivial attacker answering "
+          "the mean auxiliary image (feature inversion's starting image); an "
+          "attack at its floor learned nothing.")
+
+
+def write_table(rows: list[dict], columns: list[str], out: Path,
+                header: list[str], footer: str = FOOTER) -> None:
   out.parent.mkdir(parents=True, exist_ok=True)
   with out.with_suffix(".csv").open("w", newline="") as f:
-    w = csv.DictWriter(f, COLUMNS)
+    w = csv.DictWriter(f, columns)
     w.writeheader()
     for r in rows:
-      w.writerow({c: r.get(c, "") for c in COLUMNS})
+      w.writerow({c: r.get(c, "") for c in columns})
   lines = [*header, "",
-           "| " + " | ".join(COLUMNS) + " |",
-           "|" + "---|" * len(COLUMNS)]
+           "| " + " | ".join(columns) + " |",
+           "|" + "---|" * len(columns)]
   for r in rows:
-    lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in COLUMNS) + " |")
-  lines += ["", "PSNR/SSIM: lower is a better defense; FID: higher is. "
-            "`*_floor`: a trivial attacker answering the mean auxiliary "
-            "image; an attack at its floor learned nothing."]
+    lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+  lines += ["", footer]
   out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -168,13 +229,9 @@ def main() -> None:
     ap.error(f"unknown runs {unknown}; allowed: {list(RUNS)}")
   seeds = [int(s) for s in args.seeds.split(",")]
   out = Path(args.out or ROOT / "results" / f"baselines_{args.dataset}")
-  src = inspect.getsource(experiment.run)
-  if "prepare_data" not in src or ".report" not in src:
-    print("WARNING: experiment.run lacks the defense hooks (prepare_data, "
-          "report): GAN defenses train on real data only and no DP epsilon "
-          "is recorded.", flush=True)
   overrides = common_overrides(args)
-  rows = []
+  rows, arows = [], []
+  grids = Path(f"{out}_grids")
   for run in runs:
     stem, extra = RUNS[run]
     for seed in seeds:
@@ -186,25 +243,27 @@ def main() -> None:
           if k.startswith("defense.gan_") and "gan_epochs" not in c.defense:
             continue
           set_field(c, k, v)
-        res = experiment.run(c, Path(args.workdir_root) / run / f"seed{seed}")
+        workdir = Path(args.workdir_root) / run / f"seed{seed}"
+        res = finished(c, workdir)
+        if res is None:
+          res = experiment.run(c, workdir)
+        else:
+          print(f"reusing {workdir / 'results.json'} (same config)")
         rows.append(row_of(run, seed, res))
+        arows += attack_rows(run, seed, res)
+        copy_grids(workdir, grids / (run if len(seeds) == 1
+                                     else f"{run}_seed{seed}"))
       except Exception as e:  # pylint: disable=broad-except
         traceback.print_exc()
         rows.append({"run": run, "seed": seed,
                      "error": f"{type(e).__name__}: {e}"[:200]})
-  header = [
-      f"# Defenses on {args.dataset}",
-      "",
-      f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
-      f"- seeds: {seeds}; common overrides: "
-      f"`{json.dumps(overrides, default=str)}`",
-      f"- machine: {platform.platform()}, {platform.processor() or '?'}, "
-      f"devices {[str(d) for d in jax.devices()]}, jax {jax.__version__}",
-      f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
-      " UTC",
-  ]
-  write_tables(rows, out, header)
-  print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.csv')}")
+  header = table_header(f"Defenses on {args.dataset}", [
+      f"seeds: {seeds}; common overrides: "
+      f"`{json.dumps(overrides, default=str)}`"])
+  write_table(rows, COLUMNS, out, header)
+  attacks_out = Path(f"{out}_attacks")
+  write_table(arows, ATTACK_COLUMNS, attacks_out, header)
+  print(f"wrote {out}.md/.csv, {attacks_out}.md/.csv and {grids}/")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -179,7 +182,12 @@ def main(argv=None) -> None:
   p.add_argument("--channel_base", type=int, default=512)
   p.add_argument("--channel_max", type=int, default=64)
   p.add_argument("--mapping_layers", type=int, default=2)
-  p.add_argument("--lr", type=float, default=0.0025)
+  p.add_argument("--lr", type=float, default=0.0025,
+                 help="generator Adam lr (its layers use equalised lr)")
+  p.add_argument("--d_lr", type=float, default=0.0002,
+                 help="discriminator Adam lr: D uses plain layers, so the "
+                      "official 0.0025 (meant for equalised-lr layers, whose "
+                      "stored weights are ~sqrt(fan_in) larger) diverges here")
   p.add_argument("--r1_gamma", type=float, default=0.1)
   p.add_argument("--r1_every", type=int, default=16)
   p.add_argument("--ema_half_life", type=float, default=10_000.0,
@@ -219,7 +227,7 @@ def main(argv=None) -> None:
   g_tx = optax.adam(args.lr, b1=0.0, b2=0.99)
   # Lazy R1: the official rescales D's Adam for its regularisation interval.
   c = args.r1_every / (args.r1_every + 1)
-  d_tx = optax.adam(args.lr * c, b1=0.0, b2=0.99 ** c)
+  d_tx = optax.adam(args.d_lr * c, b1=0.0, b2=0.99 ** c)
   # The EMA starts as a copy: donated buffers must not alias.
   state = dict(g=g_params, g_rest=g_rest,
                g_ema=jax.tree.map(jnp.copy, g_params), d=d_params,
@@ -231,9 +239,19 @@ def main(argv=None) -> None:
     print(f"resumed at step {start}", flush=True)
   d_step, g_step = make_steps(g_graph, d_graph, g_tx, d_tx, args)
 
+  z_show = jax.random.normal(jax.random.key(1), (64, args.z_dim))
+
   def save(step: int) -> None:
     _save_state(out, state, dict(step=step, args=vars(args)))
     ema = nnx.merge(g_graph, state["g_ema"], state["g_rest"])
+    # The same 64 latents every time: watch samples.png improve.
+    shown = np.asarray(gen_lib.render(ema(z_show, None), x_all.shape[1:],
+                                      None))
+    _, h, w, c = shown.shape
+    grid = shown.reshape(8, 8, h, w, c).transpose(0, 2, 1, 3, 4).reshape(
+        8 * h, 8 * w, c)
+    plt.imsave(out / "samples.png", grid[..., 0] if c == 1 else grid,
+               cmap="gray", vmin=0.0, vmax=1.0)
     stylegan.save_generator(ema, out, dict(
         trained_by="scripts/train_generator.py", dataset=args.dataset,
         split="aux", split_seed=args.seed, num_images=len(x_all), steps=step,

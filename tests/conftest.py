@@ -7,6 +7,7 @@ import ml_collections
 import pytest
 
 from sca_jax import config_lib
+from sca_jax import data
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -40,3 +41,19 @@ def tiny_config(defense: str = "sca", data_dir: str | None = None
 @pytest.fixture
 def tiny(data_dir):
   return lambda defense="sca": tiny_config(defense, data_dir)
+
+
+@pytest.fixture(scope="session")
+def mnist_splits(data_dir):
+  """`mnist_splits(max_train, max_test, max_aux)`: seed-0 splits of the local
+  MNIST files, built once per size for the whole session."""
+  cache = {}
+
+  def make(max_train: int, max_test: int, max_aux: int) -> data.Splits:
+    sizes = (max_train, max_test, max_aux)
+    if sizes not in cache:
+      cache[sizes] = data.make_splits(ml_collections.ConfigDict(dict(
+          name="mnist", data_dir=data_dir, train_fraction=0.7,
+          max_train=max_train, max_test=max_test, max_aux=max_aux)), seed=0)
+    return cache[sizes]
+  return make

@@ -2,7 +2,6 @@
 floor, leave the target bit-identical, and reject bad configs before compute."""
 
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -15,7 +14,6 @@ from flax import nnx
 from PIL import Image
 
 from sca_jax import attacks
-from sca_jax import data
 from sca_jax import evaluation
 from sca_jax.attacks import inversion
 from sca_jax.models import build_model
@@ -24,19 +22,9 @@ DEFENSE = dict(name="no_defense", features=(8, 16), kernel=5, strides=(2, 2),
                hidden=(64,), lam=0.5, tau=10.0, num_iters=20)
 
 
-def _data_dir() -> Path:
-  env = os.environ.get(data.sources.DATA_DIR_ENV)
-  return Path(env) if env else (
-      Path(__file__).resolve().parents[2] / "shared" / "data")
-
-
 @pytest.fixture(scope="module")
-def mnist():
-  if not (_data_dir() / "mnist").is_dir():
-    pytest.skip(f"MNIST not found at {_data_dir()}")
-  return data.make_splits(ml_collections.ConfigDict(dict(
-      name="mnist", data_dir=str(_data_dir()), train_fraction=0.7,
-      max_train=600, max_test=300, max_aux=1200)), seed=0)
+def mnist(mnist_splits):
+  return mnist_splits(600, 300, 1200)
 
 
 def _model(splits):

@@ -23,7 +23,6 @@ def test_hsic_and_coco_detect_dependence():
 @pytest.mark.parametrize("dependency", ["hsic", "coco"])
 def test_dependency_terms_change_the_gradient(dependency):
   c = tiny_config("bido")
-  c.defense.model = "no_defense"
   c.defense.dependency = dependency
   model = build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))
   extra = DEFENSES.get("bido").extra_loss(c.defense)

@@ -13,7 +13,6 @@ from sca_jax.models import build_model
 
 def _setup(**fields):
   c = tiny_config("mid")
-  c.defense.model = "mid"
   c.defense.bottleneck = 8
   for k, v in fields.items():
     c.defense[k] = v

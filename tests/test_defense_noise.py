@@ -11,7 +11,6 @@ from sca_jax.models import build_model
 
 def _model(name, **fields):
   c = tiny_config(name)
-  c.defense.model = name
   for k, v in fields.items():
     c.defense[k] = v
   return build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))

@@ -1,29 +1,16 @@
 """Evaluation classifier: config merging, batching, accuracy and the cache."""
 
-import os
-from pathlib import Path
 
 import ml_collections
 import numpy as np
 import pytest
 
-from sca_jax import data
 from sca_jax import evaluation
 
 
-def _data_dir() -> Path:
-  env = os.environ.get(data.sources.DATA_DIR_ENV)
-  return Path(env) if env else (
-      Path(__file__).resolve().parents[2] / "shared" / "data")
-
-
 @pytest.fixture(scope="module")
-def mnist():
-  if not (_data_dir() / "mnist").is_dir():
-    pytest.skip(f"MNIST not found at {_data_dir()}")
-  return data.make_splits(ml_collections.ConfigDict(dict(
-      name="mnist", data_dir=str(_data_dir()), train_fraction=0.7,
-      max_train=2000, max_test=500, max_aux=500)), seed=0)
+def mnist(mnist_splits):
+  return mnist_splits(2000, 500, 500)
 
 
 def test_with_defaults_overrides_and_rejects_unknown_fields():

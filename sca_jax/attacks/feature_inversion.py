@@ -16,6 +16,7 @@ norm), so a batch is optimised at once.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -160,3 +161,11 @@ SPEC = ATTACKS.register("feature_inversion")(AttackSpec(
     "white-box: optimise the input so the known target maps it onto the "
     "leaked representation (gradients through the unrolled LCA solver)",
     dict(DEFAULTS), run_feature_inversion, _check))
+# The same attacker on the end-to-end leak: through every layer of the target.
+SPEC_END_TO_END = ATTACKS.register("feature_inversion_end_to_end")(AttackSpec(
+    "feature_inversion_end_to_end",
+    "feature_inversion on the last hidden layer's leak (end-to-end threat "
+    "model)",
+    {**DEFAULTS, "leak": "last_hidden"},
+    functools.partial(run_feature_inversion,
+                      name="feature_inversion_end_to_end"), _check))

@@ -64,6 +64,8 @@ COMMON_DEFAULTS = dict(
     queries=1,
 )
 PAPER_OVERRIDES = dict(epochs=50, batch_size=16)
+# Queries per input of the `*_averaged` attacks: noise std / 4.
+AVERAGED_QUERIES = 16
 
 ATTACKS: Registry = Registry("attack")
 
@@ -85,9 +87,19 @@ class AttackSpec:
 
 def register_inversion_attack(name: str, description: str,
                               **defaults: Any) -> AttackSpec:
-  spec = AttackSpec(name, description, dict(defaults),
-                    functools.partial(run_inversion_attack, name))
-  return ATTACKS.register(name)(spec)
+  """Registers `name` and its adaptive variant `<name>_averaged`, which
+  averages AVERAGED_QUERIES leaked outputs per input (against defenses that
+  add fresh noise at inference)."""
+  for n, d, extra in ((name, description, {}),
+                      (f"{name}_averaged", f"{description}, each the mean "
+                       f"of {AVERAGED_QUERIES} queries",
+                       {"queries": AVERAGED_QUERIES})):
+    spec = ATTACKS.register(n)(AttackSpec(
+        n, d, {**defaults, **extra},
+        functools.partial(run_inversion_attack, n)))
+    if n == name:
+      base = spec
+  return base
 
 
 def attack_config(name: str, overrides: Any = None

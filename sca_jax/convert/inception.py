@@ -20,7 +20,6 @@ FID results record as their feature network.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import struct
@@ -31,11 +30,11 @@ from typing import Any, BinaryIO
 
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from flax import traverse_util
 
 from sca_jax.convert import safe_pickle
+from sca_jax.convert import store
 from sca_jax.models.inception import FIDInceptionV3, InceptionFeatureNetwork
 
 FORMAT = "sca_jax.fid-inception-flax.v1"
@@ -196,17 +195,8 @@ def weights_name(sha256: str) -> str:
 def save_fid_inception(model: FIDInceptionV3, out_dir: str | Path,
                        source: Mapping[str, Any]) -> Path:
   """Writes `out_dir/params` (orbax) and `out_dir/config.json`."""
-  out = Path(out_dir).absolute()
-  out.mkdir(parents=True, exist_ok=True)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(out / "params", nnx.to_pure_dict(nnx.state(model)),
-                    force=True)
-  checkpointer.wait_until_finished()
-  checkpointer.close()
-  config = dict(format=FORMAT, name=weights_name(source["sha256"]),
-                source=dict(source))
-  (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-  return out
+  return store.save_module(model, out_dir, dict(
+      format=FORMAT, name=weights_name(source["sha256"]), source=dict(source)))
 
 
 def _config(path: Path) -> dict[str, Any]:
@@ -228,16 +218,8 @@ def feature_network_name(path: str | Path) -> str:
 
 def load_fid_inception(path: str | Path) -> FIDInceptionV3:
   """A network saved by `convert` / `save_fid_inception`."""
-  path = Path(path).absolute()
-  _config(path)
-  graphdef, state = nnx.split(build_abstract())
-  checkpointer = ocp.StandardCheckpointer()
-  try:
-    restored = checkpointer.restore(path / "params", nnx.to_pure_dict(state))
-  finally:
-    checkpointer.close()
-  nnx.replace_by_pure_dict(state, restored)
-  return nnx.merge(graphdef, state)
+  _config(Path(path).absolute())
+  return store.restore_module(build_abstract(), path)
 
 
 def load_feature_network(path: str | Path, batch_size: int = 50
@@ -247,14 +229,6 @@ def load_feature_network(path: str | Path, batch_size: int = 50
                                  load_fid_inception(path), batch_size)
 
 
-def _sha256(path: Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def convert(in_path: str | Path,
             out_dir: str | Path | None = None) -> FIDInceptionV3:
   """Converts pytorch-fid's `.pth`; saves to `out_dir` if given."""
@@ -262,5 +236,5 @@ def convert(in_path: str | Path,
   model = from_state_dict(read_state_dict(in_path))
   if out_dir is not None:
     save_fid_inception(model, out_dir,
-                       dict(file=in_path.name, sha256=_sha256(in_path)))
+                       dict(file=in_path.name, sha256=store.sha256(in_path)))
   return model

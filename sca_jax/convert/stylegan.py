@@ -18,7 +18,6 @@ next to `config.json` with the official constructor kwargs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from flax import traverse_util
 
 from sca_jax.convert import import_stylegan2
 from sca_jax.convert import safe_pickle
+from sca_jax.convert import store
 
 if TYPE_CHECKING:
   from third_party.stylegan2 import Generator
@@ -113,17 +112,9 @@ def generator_from_state_dict(state_dict: Mapping[str, np.ndarray],
 def save_generator(gen: Generator, out_dir: str | Path,
                    source: Mapping[str, Any] | None = None) -> Path:
   """Writes `out_dir/params` (orbax) and `out_dir/config.json`."""
-  out = Path(out_dir).absolute()
-  out.mkdir(parents=True, exist_ok=True)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(out / "params", nnx.to_pure_dict(nnx.state(gen)),
-                    force=True)
-  checkpointer.wait_until_finished()
-  checkpointer.close()
-  config = dict(format=FORMAT, generator_kwargs=gen.init_kwargs,
-                source=dict(source or {}))
-  (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-  return out
+  return store.save_module(gen, out_dir, dict(
+      format=FORMAT, generator_kwargs=gen.init_kwargs,
+      source=dict(source or {})))
 
 
 def load_generator(path: str | Path) -> Generator:
@@ -133,22 +124,8 @@ def load_generator(path: str | Path) -> Generator:
   if config.get("format") != FORMAT:
     raise ValueError(f"{path}: not a converted StyleGAN2 generator "
                      f"(format {config.get('format')!r}, expected {FORMAT})")
-  graphdef, state = nnx.split(build_abstract(config["generator_kwargs"]))
-  checkpointer = ocp.StandardCheckpointer()
-  try:
-    restored = checkpointer.restore(path / "params", nnx.to_pure_dict(state))
-  finally:
-    checkpointer.close()
-  nnx.replace_by_pure_dict(state, restored)
-  return nnx.merge(graphdef, state)
-
-
-def _sha256(path: Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
+  return store.restore_module(build_abstract(config["generator_kwargs"]),
+                              path)
 
 
 def convert(in_path: str | Path, out_dir: str | Path | None = None, *,
@@ -163,7 +140,7 @@ def convert(in_path: str | Path, out_dir: str | Path | None = None, *,
   """
   in_path = Path(in_path)
   data = safe_pickle.load_file(in_path)
-  source: dict[str, Any] = dict(file=in_path.name, sha256=_sha256(in_path))
+  source: dict[str, Any] = dict(file=in_path.name, sha256=store.sha256(in_path))
   record = data.get(network) if isinstance(data, dict) else None
   if isinstance(record, safe_pickle.PersistentRecord):
     kwargs = generator_kwargs(record) if config is None else dict(config)

@@ -81,6 +81,14 @@ def extra_loss(cfg: ml_collections.ConfigDict):
   return fn
 
 
+def defaults(paper: bool) -> dict:
+  del paper  # the same on both protocols
+  return {"dependency": "hsic",  # or "coco"
+          "a_x": 0.05,   # weight of dep(hidden, input): minimised
+          "a_y": 0.5,    # weight of dep(hidden, label): maximised
+          "sigma": 5.0}  # Gaussian kernel width
+
+
 DEFENSES.register("bido")(Defense(
-    "no_defense", extra_loss=extra_loss,
+    "no_defense", extra_loss=extra_loss, defaults=defaults,
     description="bilateral dependency optimisation, HSIC/COCO [53]"))

@@ -1,20 +1,12 @@
-"""GAN data augmentation defenses: train the target on real plus fake images.
+"""GAN data augmentation defense: train the target on real plus fake images.
 
 `gan_augment` (common industry defense): a class-conditional GAN (MLP
 generator and discriminator, non-saturating loss, Adam 2e-4 / beta1 0.5) is
 trained for `gan_epochs` (paper: 25; CPU default 2) on the target's training
 set; then `gan_fraction` x N generated images (labels drawn from the training
 label distribution, the generator conditioned on them) join the real ones.
-
-`gong_gan` (Gong et al., IEEE TIFS 2023 [22]), approximated: their framework
-trains GANs to produce fake samples carrying spurious, class-specific features
-so that inversion attacks, which climb the target's confidence, reconstruct
-those features instead of private ones. Here each class gets a fixed random
-spurious pattern (seeded), blended into that class's generated images with
-weight `gong_alpha`, and the target trains on real plus these fakes.
-Deviations: no adversarially-optimised fake generator, no focal tuning, and
-the '++' continual-learning accuracy recovery is not implemented.
-Generated images are in [0, 1] like the data.
+Generated images are in [0, 1] like the data. The GAN is also the start of
+Gong et al.'s defense (`gong.py`).
 """
 
 from __future__ import annotations
@@ -61,8 +53,9 @@ class Discriminator(nnx.Module):
 
 def train_gan(x_NHWC: np.ndarray, y_N: np.ndarray, num_classes: int,
               epochs: int, key: jax.Array, batch_size: int = 64,
-              lr: float = 2e-4) -> Generator:
-  """Trains a class-conditional GAN on (x, y); returns the generator."""
+              lr: float = 2e-4, return_discriminator: bool = False):
+  """Trains a class-conditional GAN on (x, y); returns the generator (and
+  the discriminator if `return_discriminator`)."""
   n, dim = len(x_NHWC), int(np.prod(x_NHWC.shape[1:]))
   gkey, dkey, key = jax.random.split(key, 3)
   gen = Generator(dim, num_classes, rngs=nnx.Rngs(gkey))
@@ -97,7 +90,7 @@ def train_gan(x_NHWC: np.ndarray, y_N: np.ndarray, num_classes: int,
       idx = perm[i * bs:(i + 1) * bs]
       step(gen, disc, g_opt, d_opt, jnp.asarray(x_flat[idx]),
            jnp.asarray(y_N[idx]), jax.random.fold_in(key, epoch * n + i))
-  return gen
+  return (gen, disc) if return_discriminator else gen
 
 
 def sample(gen: Generator, y_M: np.ndarray, image_shape, key: jax.Array,
@@ -134,26 +127,11 @@ def gan_augment(cfg: ml_collections.ConfigDict, x_NHWC: np.ndarray,
   return _mix(x_NHWC, y_N, *_generate(cfg, x_NHWC, y_N, key))
 
 
-def spurious_patterns(num_classes: int, image_shape, seed: int) -> np.ndarray:
-  """One fixed random binary pattern per class: the injected feature."""
-  rng = np.random.default_rng(seed)
-  return (rng.random((num_classes, *image_shape)) < 0.2).astype(np.float32)
-
-
-def gong_gan(cfg: ml_collections.ConfigDict, x_NHWC: np.ndarray,
-             y_N: np.ndarray, key: jax.Array):
-  """Real plus generated images carrying class-specific spurious patterns."""
-  x_fake, y_fake = _generate(cfg, x_NHWC, y_N, key)
-  alpha = float(cfg.get("gong_alpha", 0.5))
-  pats = spurious_patterns(int(y_N.max()) + 1, x_NHWC.shape[1:],
-                           int(cfg.get("gong_pattern_seed", 0)))
-  x_fake = (1 - alpha) * x_fake + alpha * pats[y_fake]
-  return _mix(x_NHWC, y_N, x_fake, y_fake)
+def defaults(paper: bool) -> dict:
+  return {"gan_epochs": 25 if paper else 2,  # paper: 25
+          "gan_fraction": 1.0}  # generated images per real image
 
 
 DEFENSES.register("gan_augment")(Defense(
-    "no_defense", prepare_data=gan_augment,
+    "no_defense", prepare_data=gan_augment, defaults=defaults,
     description="train on real + class-conditional GAN samples (industry)"))
-DEFENSES.register("gong_gan")(Defense(
-    "no_defense", prepare_data=gong_gan,
-    description="GAN fakes with spurious class features [22] (approximation)"))

@@ -14,10 +14,14 @@ layers only, not on the conv/batch-norm layers, so it does not reach `first`
 implies: "intermediate dense layers").
 """
 
-from sca_jax.defenses import DEFENSES, Defense
+from sca_jax.defenses import DEFENSES, NOISE_ADAPTIVE, Defense
 
 DEFENSES.register("laplace_noise")(Defense(
-    "laplace_noise", description="Laplace(0, 0.5) noise on the split [64]"))
+    "laplace_noise", description="Laplace(0, 0.5) noise on the split [64]",
+    defaults=lambda paper: {"laplace_scale": 0.5},  # b of Laplace(0, b)
+    adaptive_attacks=NOISE_ADAPTIVE))
 DEFENSES.register("gaussian_noise")(Defense(
     "gaussian_noise",
-    description="N(0, 0.5) noise on dense layers post-training (industry)"))
+    description="N(0, 0.5) noise on dense layers post-training (industry)",
+    defaults=lambda paper: {"noise_std": 0.5},  # sigma, at inference only
+    adaptive_attacks=NOISE_ADAPTIVE))

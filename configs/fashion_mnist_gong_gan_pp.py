@@ -1,0 +1,12 @@
+"""Fashion-MNIST, defense `gong_gan_pp`: CPU-sized default, or `:paper` (the paper's
+protocol). The defense's own settings and adaptive attacks come from its
+registration in `sca_jax.defenses` (see `config_lib.get_config`).
+
+  python -m sca_jax.main --config=configs/fashion_mnist_gong_gan_pp.py --workdir=DIR
+"""
+
+from sca_jax import config_lib
+
+
+def get_config(arg=None):
+  return config_lib.get_config(arg, name="gong_gan_pp", dataset="fashion_mnist")

@@ -1,0 +1,57 @@
+"""config_lib: defense settings and adaptive attacks written into configs."""
+
+import jax
+import pytest
+
+from sca_jax import attacks
+from sca_jax import config_lib
+from sca_jax.attacks import query_averaging
+from sca_jax.defenses import DEFENSES
+from sca_jax.models import build_model
+
+
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_config_lists_standard_then_the_defenses_adaptive_attacks(name):
+  defense = DEFENSES.get(name)
+  for arg in (None, "paper"):
+    c = config_lib.get_config(arg, name=name, dataset="mnist")
+    assert c.attacks[:2] == ("end_to_end", "split")
+    assert c.attacks[2:] == defense.adaptive_attacks
+    assert c.defense.model == defense.model
+    for field, value in (defense.defaults(arg == "paper")
+                         if defense.defaults else {}).items():
+      assert c.defense[field] == value
+    attacks.validate(c)  # every listed attack exists, every setting is valid
+
+
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_listed_adaptive_attacks_cover_what_the_model_exposes(name):
+  """Whatever the built target leaks (sparse codes, fresh inference noise),
+  the config's attack list has the adaptive attack that exploits it."""
+  c = config_lib.get_config(None, name=name, dataset="mnist")
+  c.defense.features, c.defense.hidden, c.defense.num_iters = (4, 6), (16,), 3
+  model = build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))
+  exposed = query_averaging.applicable_adaptive_attacks(model, (28, 28, 1))
+  listed = set(c.attacks)
+  assert "feature_inversion" in listed
+  assert ("code_decoding" in exposed) == ("code_decoding" in listed)
+  if "queries" in exposed:
+    assert {"split_averaged", "end_to_end_averaged"} <= listed
+  else:  # averaging a deterministic leak would only cost time
+    assert not {"split_averaged", "end_to_end_averaged"} & listed
+
+
+def test_averaged_variants_average_sixteen_queries_on_their_leaks():
+  for name, leak in (("split_averaged", "first"),
+                     ("end_to_end_averaged", "last_hidden")):
+    cfg = attacks.attack_config(name)
+    assert (cfg.leak, cfg.queries) == (leak, 16)
+  assert attacks.attack_config("feature_inversion_end_to_end").leak == (
+      "last_hidden")
+
+
+def test_unknown_defense_or_argument_is_refused_by_name():
+  with pytest.raises(ValueError, match="defense.name"):
+    config_lib.get_config(None, name="nope", dataset="mnist")
+  with pytest.raises(ValueError, match="'paper'"):
+    config_lib.get_config("huge", name="sca", dataset="mnist")
