@@ -59,7 +59,8 @@ class LCAConfig:
   the exact minimiser at the fixed point (memory of one solve, backward cost
   at most `cg_iters` decode/encode pairs, stopping at relative residual
   `cg_tol`): it matches the unrolled gradient only once the solve has
-  converged, codes and active set, not just the objective.
+  converged, codes and active set, not just the objective (see
+  `kkt_residual` and `_solve_implicit_bwd`).
   `fista_restart` resets FISTA's momentum per sample when it points uphill
   (O'Donoghue & Candes 2015): same fixed point, faster final convergence.
   """
@@ -237,8 +238,10 @@ def _dictionary_grad(x_BHWC, g_BHWF, kernel, stride):
       x_BHWC, (kernel, kernel), (stride, stride), pads,
       dimension_numbers=_DIMS)  # (B, H', W', C*K*K), channel-major
   c, f = x_BHWC.shape[-1], g_BHWF.shape[-1]
+  # Accumulates in at least float32 (bfloat16 inputs), float64 under x64.
+  acc = jnp.promote_types(jnp.result_type(x_BHWC, g_BHWF), jnp.float32)
   grad_CKKF = jnp.einsum("bhwp,bhwf->pf", patches, g_BHWF,
-                         preferred_element_type=jnp.float32).astype(x_BHWC.dtype)
+                         preferred_element_type=acc).astype(x_BHWC.dtype)
   return grad_CKKF.reshape(c, kernel, kernel, f).transpose(1, 2, 0, 3)
 
 
@@ -319,6 +322,30 @@ def objective(x_BHWC: jax.Array, a_BHWF: jax.Array, D_KKCF: jax.Array,
   resid = x_BHWC - decode(a_BHWF, D_KKCF, stride, x_BHWC.shape[1:3])
   return (0.5 * jnp.sum(resid**2, axis=(1, 2, 3))
           + lam * jnp.sum(jnp.abs(a_BHWF), axis=(1, 2, 3)))
+
+
+def kkt_residual(x_BHWC: jax.Array, a_BHWF: jax.Array, D_KKCF: jax.Array,
+                 lam: float, kind: str = "soft_nonneg",
+                 stride: int = 1) -> jax.Array:
+  """Per-sample distance of codes `a` from the minimiser's optimality
+  conditions, relative: `||r|| / ||D^T x||`, shape (B,); 0 exactly at the
+  optimum of the (convex) soft-threshold objectives.
+
+  With `c = D^T (x - D a)`: on the active set `r = c - lam sign(a)`; off it,
+  the part of `c` the subgradient cannot absorb, `max(c - lam, 0)`
+  (non-negative codes) or `max(|c| - lam, 0)` (signed). Unlike the objective
+  gap, it is small only when the codes themselves are near the minimiser.
+  """
+  if kind not in ("soft_nonneg", "soft"):
+    raise ValueError(f"kkt_residual needs a soft threshold, got {kind!r}")
+  hw = x_BHWC.shape[1:3]
+  c = encode(x_BHWC - decode(a_BHWF, D_KKCF, stride, hw), D_KKCF, stride)
+  off = jax.nn.relu(c - lam) if kind == "soft_nonneg" else jax.nn.relu(
+      jnp.abs(c) - lam)
+  r = jnp.where(a_BHWF != 0, c - lam * jnp.sign(a_BHWF), off)
+  axes = (1, 2, 3)
+  return (jnp.sqrt(jnp.sum(r**2, axis=axes)) /
+          jnp.sqrt(jnp.sum(encode(x_BHWC, D_KKCF, stride)**2, axis=axes)))
 
 
 # ----------------------------------------------------------------------------
@@ -503,6 +530,19 @@ def _solve_implicit_bwd(cfg, return_trace, res, cts):
   and dictionary gradients are the VJP of h at v: D v, and
   sum_patches[(x - D a*) (x) v - (D v) (x) a*]. The lam term does not depend
   on (x, D), so the same holds for the hard threshold (lam -> 0 on S).
+
+  This is the gradient of the minimiser, not of the iterations that ran: it
+  equals the unrolled gradient only once the codes and their active set have
+  converged (tests/test_lca.py checks both against finite differences, to
+  1e-7 in float64). Before that the two differ by design: on the benchmark
+  problem (1 -> 64 features, batch 64) 500 FISTA steps leave the codes 3.5%
+  from the minimiser and 4% of the active set wrong, and the input
+  gradients differ by 45% (results/bench/bench_lca.json). Worse, an
+  unconverged active set can hold more codes than the input has values
+  (500 plain LCA steps at tau 100 activate up to ~1,600 codes per 784-pixel
+  image, the minimiser ~660): (D^T D)_SS is then singular and the result is
+  meaningless (orders of magnitude too large). Check convergence
+  (`kkt_residual`) before trusting it.
   """
   del return_trace
   x_BHWC, D_KKCF, a = res

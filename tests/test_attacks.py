@@ -61,7 +61,7 @@ def test_unknown_attack_name_fails_before_compute(mnist, target, tmp_path,
   config = _config()
   config.attacks = ("end_to_end", "model_stealing")
   with pytest.raises(ValueError, match=r"'model_stealing'.*config field "
-                     r"attacks.*allowed: \[.*'end_to_end'.*'split'\]"):
+                     r"attacks.*allowed: \[.*'end_to_end'.*'split'.*\]"):
     attacks.run_attacks(config, target, mnist, tmp_path, jax.random.key(0))
   # A bare string, not a tuple of names.
   with pytest.raises(ValueError, match="tuple of attack names"):
