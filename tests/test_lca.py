@@ -151,6 +151,23 @@ def test_bad_settings_fail_clearly():
     lca.solve(jnp.ones((1, 8, 8, 5)), jnp.asarray(D), lca.LCAConfig())
 
 
+def _check_directional_derivatives(loss, args, grads, seed, count, eps,
+                                   **tolerance):
+  """Central differences of `loss` along random unit directions of each
+  argument match the gradient's directional derivative."""
+  rng = np.random.default_rng(seed)
+  for i, g in enumerate(grads):
+    for _ in range(count):
+      direction = rng.normal(size=g.shape)
+      direction /= np.linalg.norm(direction)
+      plus, minus = list(args), list(args)
+      plus[i] = plus[i] + eps * direction
+      minus[i] = minus[i] - eps * direction
+      fd = (loss(*plus) - loss(*minus)) / (2 * eps)
+      np.testing.assert_allclose(float(jnp.sum(g * direction)), float(fd),
+                                 **tolerance)
+
+
 @pytest.mark.parametrize("remat", [False, True])
 def test_gradient_through_unrolled_solve_matches_finite_differences(remat):
   with jax.enable_x64(True):
@@ -164,18 +181,8 @@ def test_gradient_through_unrolled_solve_matches_finite_differences(remat):
       return jnp.sum(w * lca.solve(x, D, cfg).codes_BHWF)
 
     gx, gD = jax.grad(loss, argnums=(0, 1))(x, D)
-    rng = np.random.default_rng(0)
-    for arg, g in ((0, gx), (1, gD)):
-      for _ in range(3):
-        direction = rng.normal(size=g.shape)
-        direction /= np.linalg.norm(direction)
-        eps = 1e-6
-        args_p, args_m = [x, D], [x, D]
-        args_p[arg] = args_p[arg] + eps * direction
-        args_m[arg] = args_m[arg] - eps * direction
-        fd = (loss(*args_p) - loss(*args_m)) / (2 * eps)
-        np.testing.assert_allclose(float(jnp.sum(g * direction)), float(fd),
-                                   rtol=1e-5, atol=1e-8)
+    _check_directional_derivatives(loss, (x, D), (gx, gD), seed=0, count=3,
+                                   eps=1e-6, rtol=1e-5, atol=1e-8)
 
 
 def test_hebbian_update_lowers_reconstruction_error_and_keeps_unit_norm():
@@ -299,18 +306,8 @@ def test_implicit_gradient_is_exact_on_an_overcomplete_converged_solve():
       diffs.append(max(_rel(gx, gx_u), _rel(gD, gD_u)))
     assert diffs[0] > 1e-3 and diffs[1] < 1e-9, diffs
     loss = loss_fn("implicit")
-    rng = np.random.default_rng(5)
-    for arg, g in ((0, gx), (1, gD)):
-      for _ in range(2):
-        direction = rng.normal(size=g.shape)
-        direction /= np.linalg.norm(direction)
-        eps = 1e-5
-        args_p, args_m = [x, D], [x, D]
-        args_p[arg] = args_p[arg] + eps * direction
-        args_m[arg] = args_m[arg] - eps * direction
-        fd = (loss(*args_p) - loss(*args_m)) / (2 * eps)
-        np.testing.assert_allclose(float(jnp.sum(g * direction)), float(fd),
-                                   rtol=1e-7)
+    _check_directional_derivatives(loss, (x, D), (gx, gD), seed=5, count=2,
+                                   eps=1e-5, rtol=1e-7)
 
 
 def test_kkt_residual_vanishes_only_at_the_minimiser():
