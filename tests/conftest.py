@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 import pytest
 
 from sca_jax import config_lib
@@ -57,3 +58,15 @@ def mnist_splits(data_dir):
           max_train=max_train, max_test=max_test, max_aux=max_aux)), seed=0)
     return cache[sizes]
   return make
+
+
+def toy_labelled_images(n: int, class_probs: tuple[float, ...]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """n binary 28x28x1 images, labels drawn with `class_probs`; the density of
+  lit pixels grows with the label (0.1 up to 0.4), so classes differ."""
+  rng = np.random.default_rng(0)
+  k = len(class_probs)
+  y = rng.choice(k, size=n, p=list(class_probs)).astype(np.int32)
+  x = (rng.random((n, 28, 28, 1)) < 0.1 + 0.3 * y[:, None, None, None]
+       / (k - 1)).astype(np.float32)
+  return x, y

@@ -7,14 +7,11 @@ import ml_collections
 import numpy as np
 
 from sca_jax.defenses import DEFENSES
+from conftest import toy_labelled_images
 
 
 def _data(n=192):
-  rng = np.random.default_rng(0)
-  y = rng.choice(3, size=n, p=[0.6, 0.3, 0.1]).astype(np.int32)
-  x = (rng.random((n, 28, 28, 1)) < 0.1 + 0.3 * y[:, None, None, None] / 2
-       ).astype(np.float32)
-  return x, y
+  return toy_labelled_images(n, (0.6, 0.3, 0.1))
 
 
 def test_generated_samples_shape_range_and_labels():

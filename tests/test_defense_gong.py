@@ -10,17 +10,13 @@ from flax import nnx
 from sca_jax import train
 from sca_jax.defenses import DEFENSES, TrainingSet, gan, gong
 from sca_jax.models import build_model
-from conftest import tiny_config
+from conftest import tiny_config, toy_labelled_images
 
 PROTECTED = (0, 2)
 
 
 def _data(n=192):
-  rng = np.random.default_rng(0)
-  y = rng.choice(3, size=n, p=[0.5, 0.3, 0.2]).astype(np.int32)
-  x = (rng.random((n, 28, 28, 1)) < 0.1 + 0.3 * y[:, None, None, None] / 2
-       ).astype(np.float32)
-  return x, y
+  return toy_labelled_images(n, (0.5, 0.3, 0.2))
 
 
 def _cfg():
