@@ -141,7 +141,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                       init_key)
   extra = defense.extra_loss(config.defense) if defense.extra_loss else None
   prepared = TrainingSet(splits.train_x, splits.train_y)
-  if defense.prepare_data is not None:  # e.g. real + GAN-generated images
+  # e.g. real + GAN-generated images; not needed to evaluate a checkpoint.
+  if defense.prepare_data is not None and not config.train.skip:
     prepared = TrainingSet.of(defense.prepare_data(
         config.defense, prepared.x, prepared.y,
         jax.random.fold_in(train_key, 1)))

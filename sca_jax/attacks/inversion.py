@@ -90,16 +90,14 @@ def register_inversion_attack(name: str, description: str,
   """Registers `name` and its adaptive variant `<name>_averaged`, which
   averages AVERAGED_QUERIES leaked outputs per input (against defenses that
   add fresh noise at inference)."""
-  for n, d, extra in ((name, description, {}),
-                      (f"{name}_averaged", f"{description}, each the mean "
-                       f"of {AVERAGED_QUERIES} queries",
-                       {"queries": AVERAGED_QUERIES})):
-    spec = ATTACKS.register(n)(AttackSpec(
+  def register(n: str, d: str, extra: dict[str, Any]) -> AttackSpec:
+    return ATTACKS.register(n)(AttackSpec(
         n, d, {**defaults, **extra},
         functools.partial(run_inversion_attack, n)))
-    if n == name:
-      base = spec
-  return base
+
+  register(f"{name}_averaged", f"{description}, each the mean of "
+           f"{AVERAGED_QUERIES} queries", {"queries": AVERAGED_QUERIES})
+  return register(name, description, {})
 
 
 def attack_config(name: str, overrides: Any = None
