@@ -10,8 +10,11 @@ reaches the network by accident.
 """
 
 import gzip
+import io
 import os
+import pickle
 import struct
+import tarfile
 from pathlib import Path
 
 import ml_collections
@@ -67,6 +70,25 @@ def digit_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     noisy = np.asarray(canvas, np.float32) + rng.normal(0, 12, (28, 28))
     images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
   return images, labels
+
+
+def cifar10_python_tar(path: Path, per_batch: int = 2) -> np.ndarray:
+  """Writes a small cifar-10-python.tar.gz in the official layout (batch
+  pickles of {b"data": N x 3072 uint8 R,G,B planes, b"labels": [...]});
+  returns the NHWC images it holds, in the official order."""
+  rng = np.random.default_rng(0)
+  images = []
+  with tarfile.open(path, "w:gz") as tar:
+    for b in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+      x = rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
+      images.append(x)
+      labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+      payload = pickle.dumps({b"data": x.transpose(0, 3, 1, 2).reshape(
+          per_batch, 3072), b"labels": labels}, protocol=2)
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{b}")
+      info.size = len(payload)
+      tar.addfile(info, io.BytesIO(payload))
+  return np.concatenate(images)
 
 
 @pytest.fixture(scope="session")

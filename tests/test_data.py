@@ -25,6 +25,8 @@ from sca_jax.data import readers
 from sca_jax.data import remote
 from sca_jax.data import sources
 
+from conftest import cifar10_python_tar
+
 ALL_SOURCES = ["celeb_a", "cifar10", "fashion_mnist", "folder",
                "medical_mnist", "mnist", "npz", "olivetti_faces",
                "pneumoniamnist"]
@@ -188,25 +190,6 @@ def test_cifar10_full_and_cached(real_data_dir):
 
 
 # --- small fakes ------------------------------------------------------------
-
-
-def cifar10_python_tar(path: Path, per_batch: int = 2) -> np.ndarray:
-  """Writes a small cifar-10-python.tar.gz in the official layout (batch
-  pickles of {b"data": N x 3072 uint8 R,G,B planes, b"labels": [...]});
-  returns the NHWC images it holds, in the official order."""
-  rng = np.random.default_rng(0)
-  images = []
-  with tarfile.open(path, "w:gz") as tar:
-    for b in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-      x = rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
-      images.append(x)
-      labels = [int(v) for v in rng.integers(0, 10, per_batch)]
-      payload = pickle.dumps({b"data": x.transpose(0, 3, 1, 2).reshape(
-          per_batch, 3072), b"labels": labels}, protocol=2)
-      info = tarfile.TarInfo(f"cifar-10-batches-py/{b}")
-      info.size = len(payload)
-      tar.addfile(info, io.BytesIO(payload))
-  return np.concatenate(images)
 
 
 def test_cifar10_official_python_tarball(tmp_path):

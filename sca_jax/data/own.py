@@ -65,6 +65,9 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   [0, 1]; labels any integers (their sorted distinct values become classes
   0..K-1, named by the original values).
   """
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{path} is not a readable .npz (np.savez writes a zip "
+                     f"archive of arrays)")
   try:
     with np.load(path, allow_pickle=False) as npz:
       missing = [k for k in ("images", "labels") if k not in npz.files]
@@ -75,7 +78,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   except (OSError, zipfile.BadZipFile, EOFError) as e:
     raise ValueError(f"{path} is not a readable .npz: {e}") from e
   except ValueError as e:
-    if "pickle" in str(e):
+    if "allow_pickle" in str(e):  # Object arrays need pickle: refused.
       raise ValueError(f"{path} holds object arrays; save numeric arrays "
                        f"(np.savez(path, images=..., labels=...))") from e
     raise

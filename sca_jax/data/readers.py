@@ -175,11 +175,14 @@ def decode_image(source, mode: str, size: int | None = None) -> np.ndarray:
 
 
 def _mode_of(source) -> str:
-  """'L' for grey images, 'RGB' otherwise; decided by one image of a set."""
+  """'L' for grey images, 'RGBA' for colour with alpha, 'RGB' otherwise;
+  decided by one image of a set."""
   if isinstance(source, bytes):
     source = io.BytesIO(source)
   with Image.open(source) as image:
-    return "L" if image.mode in _GREY_MODES else "RGB"
+    if image.mode in _GREY_MODES:
+      return "L"
+    return "RGBA" if image.mode in ("RGBA", "PA") else "RGB"
 
 
 def _stack(arrays: list[np.ndarray], names: list[str], where) -> np.ndarray:
