@@ -158,7 +158,8 @@ def test_olivetti_faces(real_data_dir):
   for k in (0, 17, 39):
     np.testing.assert_array_equal(raw.labels[10 * k:10 * k + 10], k)
   import scipy.io  # pylint: disable=g-import-not-at-top
-  faces = scipy.io.loadmat(real_data_dir / "olivetti_faces" / "olivettifaces.mat")
+  faces = scipy.io.loadmat(
+      real_data_dir / "olivetti_faces" / "olivettifaces.mat")
   np.testing.assert_array_equal(raw.images[123, :, :, 0],
                                 faces["faces"][:, 123].reshape(64, 64).T)
 

@@ -38,31 +38,30 @@ class Publication:
   url_suffix: str = ""
 
 
+def _idx_files(*md5s: str) -> tuple[PublishedFile, ...]:
+  """The four IDX files of an MNIST-format set, given their MD5s in order."""
+  names = [f"{split}-{part}-ubyte.gz" for split in ("train", "t10k")
+           for part in ("images-idx3", "labels-idx1")]
+  return tuple(PublishedFile(n, md5=m) for n, m in zip(names, md5s))
+
+
 PUBLISHED: dict[str, Publication] = {
     "mnist": Publication(
-        # The original host (yann.lecun.com) now refuses most downloads;
-        # PyTorch's S3 copy serves the same bytes (same MD5s).
+        # PyTorch's copy first: the original host is often unreachable.
+        # Both serve the same bytes (same MD5s).
         ("https://ossci-datasets.s3.amazonaws.com/mnist/",
          "http://yann.lecun.com/exdb/mnist/"),
-        (PublishedFile("train-images-idx3-ubyte.gz",
-                       md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-         PublishedFile("train-labels-idx1-ubyte.gz",
-                       md5="d53e105ee54ea40749a09fcbcd1e9432"),
-         PublishedFile("t10k-images-idx3-ubyte.gz",
-                       md5="9fb629c4189551a2d022fa330f9573f3"),
-         PublishedFile("t10k-labels-idx1-ubyte.gz",
-                       md5="ec29112dd5afa0611ce80d1b7f02629c")),
+        _idx_files("f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                   "d53e105ee54ea40749a09fcbcd1e9432",
+                   "9fb629c4189551a2d022fa330f9573f3",
+                   "ec29112dd5afa0611ce80d1b7f02629c"),
         "CC BY-SA 3.0 (Y. LeCun, C. Cortes, C. Burges)"),
     "fashion_mnist": Publication(
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        (PublishedFile("train-images-idx3-ubyte.gz",
-                       md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-         PublishedFile("train-labels-idx1-ubyte.gz",
-                       md5="25c81989df183df01b3e8a0aad5dffbe"),
-         PublishedFile("t10k-images-idx3-ubyte.gz",
-                       md5="bef4ecab320f06d8554ea6380940ec79"),
-         PublishedFile("t10k-labels-idx1-ubyte.gz",
-                       md5="bb300cfdad3c16e7a12a480ee83cd310")),
+        _idx_files("8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                   "25c81989df183df01b3e8a0aad5dffbe",
+                   "bef4ecab320f06d8554ea6380940ec79",
+                   "bb300cfdad3c16e7a12a480ee83cd310"),
         "MIT (Zalando Research)"),
     "cifar10": Publication(
         ("https://www.cs.toronto.edu/~kriz/",),

@@ -115,8 +115,8 @@ def load_source(name: str, data_dir: str | os.PathLike | None = None,
     root = resolve_data_dir(data_dir)
     if root == TFDS:
       if name not in TFDS_SPLITS:
-        raise ValueError(f"config.data.data_dir='tfds' reads {sorted(TFDS_SPLITS)}"
-                         f", not {name!r}")
+        raise ValueError(f"config.data.data_dir='tfds' reads "
+                         f"{sorted(TFDS_SPLITS)}, not {name!r}")
       raw = _tfds_source(name)
     else:
       raw = loader(Path(root).expanduser() / name if root else None)
