@@ -62,12 +62,12 @@ def digit_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   images = np.empty((n, 28, 28), np.uint8)
   for i, label in enumerate(labels):
     canvas = Image.new("L", (28, 28))
-    dx, dy = rng.integers(-3, 4, 2)
+    dx, dy = rng.integers(-2, 3, 2)
     ImageDraw.Draw(canvas).text(
         (14 + dx, 14 + dy), str(label), fill=255, font=font, anchor="mm",
-        stroke_width=int(rng.integers(0, 2)), stroke_fill=255)
-    canvas = canvas.rotate(rng.uniform(-20, 20), Image.Resampling.BILINEAR)
-    noisy = np.asarray(canvas, np.float32) + rng.normal(0, 12, (28, 28))
+        stroke_width=int(rng.integers(1, 3)), stroke_fill=255)
+    canvas = canvas.rotate(rng.uniform(-12, 12), Image.Resampling.BILINEAR)
+    noisy = np.asarray(canvas, np.float32) + rng.normal(0, 8, (28, 28))
     images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
   return images, labels
 

@@ -171,9 +171,11 @@ def tfds_examples(
         builder_kwargs={"file_format": "array_record"})
   except Exception as e:  # TFDS raises many types; all mean "not available".
     raise RuntimeError(
-        f"tfds.data_source({name!r}) failed: {e}. To use local files "
-        f"instead, set config.data.data_dir or SCA_JAX_DATA_DIR to a folder "
-        f"holding {name}/ in the published format.") from e
+        f"tfds.data_source({name!r}) failed: {e}. Preparing a TFDS data set "
+        f"needs TensorFlow: pip install -e '.[tfds-prepare]'. To use local "
+        f"files instead, set config.data.data_dir or SCA_JAX_DATA_DIR to a "
+        f"folder holding {name}/ in the published format "
+        f"(docs/data.md).") from e
   convert = convert or (lambda example: example)
   out = []
   for source in sources:
