@@ -269,7 +269,8 @@ def test_celeb_a_class_folders_resized(tmp_path):
   np.testing.assert_array_equal(raw.images[4, 10, 10], (0, 1, 7))
 
 
-def test_celeb_a_attribute_layout(tmp_path):
+@pytest.mark.parametrize("layout", ["official", "kaggle"])
+def test_celeb_a_attribute_layout(tmp_path, layout):
   root = tmp_path / "celeb_a"
   attrs = ["Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses",
            "Gray_Hair"]
@@ -278,16 +279,23 @@ def test_celeb_a_attribute_layout(tmp_path):
           "000003.jpg": " 1 -1 -1 -1 -1 -1",  # Bald, no colour: skipped.
           "000004.jpg": "-1 -1 -1 -1 -1  1",  # Gray.
           "000005.jpg": "-1 -1 -1  1 -1 -1"}  # Brown.
-  lines = [str(len(rows)), " ".join(attrs)] + [
-      f"{k} {v}" for k, v in rows.items()]
   root.mkdir()
-  (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+  img_dir = root / "img_align_celeba"
+  if layout == "official":
+    lines = [str(len(rows)), " ".join(attrs)] + [
+        f"{k} {v}" for k, v in rows.items()]
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+  else:  # Kaggle: a CSV, and the zip nests the image folder.
+    lines = [",".join(["image_id"] + attrs)] + [
+        ",".join([k] + v.split()) for k, v in rows.items()]
+    (root / "list_attr_celeba.csv").write_text("\n".join(lines) + "\n")
+    img_dir = img_dir / "img_align_celeba"
   for k in rows:
     # 30 wide, 40 high: the central 30x30 square is green, the rest is not.
     image = np.zeros((40, 30, 3), np.uint8)
     image[:5], image[5:35], image[35:] = (255, 0, 0), (0, 200, 0), (0, 0, 255)
-    path = root / "img_align_celeba" / k
-    path.parent.mkdir(exist_ok=True)
+    path = img_dir / k
+    path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path, "PNG")  # PIL reads by content.
   raw = data.load_source("celeb_a", str(tmp_path))
   np.testing.assert_array_equal(raw.labels, [0, 3, 2])
@@ -295,7 +303,7 @@ def test_celeb_a_attribute_layout(tmp_path):
   assert raw.images.shape == (3, 64, 64, 3)
   np.testing.assert_allclose(raw.images[:, [0, -1]].reshape(-1, 3).mean(0),
                              (0, 200, 0), atol=2)
-  (root / "img_align_celeba" / "000004.jpg").unlink()
+  (img_dir / "000004.jpg").unlink()
   with pytest.raises(FileNotFoundError, match="000004.jpg"):
     data.load_source("celeb_a", str(tmp_path))
 

@@ -285,26 +285,30 @@ def read_images(files: Iterable[Path], where, size: int | None = None,
 
 def read_celeba_attributes(attr_file: Path, hair_attributes: tuple[str, ...]
                            ) -> tuple[list[str], np.ndarray]:
-  """Reads CelebA's list_attr_celeba.txt; labels = which hair colour is set.
+  """Reads CelebA's attribute list; labels = which hair colour is set.
 
+  Reads the official `list_attr_celeba.txt` (a count line, a line of
+  attribute names, then "<file> 1 -1 ..." rows) or Kaggle's
+  `list_attr_celeba.csv` ("image_id,<names>" header, comma-separated rows).
   Returns the image file names and labels (index into `hair_attributes`) of
   the images with exactly one of `hair_attributes` set; the others are
   skipped, since their class is ambiguous.
   """
   lines = Path(attr_file).read_text().splitlines()
-  # Line 1 is the image count, line 2 the attribute names, then one row per
-  # image: "<file> 1 -1 ...".
-  if len(lines) < 2:
+  is_csv = Path(attr_file).suffix == ".csv"
+  split = (lambda line: line.split(",")) if is_csv else str.split
+  header = 0 if is_csv else 1
+  if len(lines) <= header:
     raise ValueError(f"{attr_file} is truncated: no attribute-name line")
-  names = lines[1].split()
+  names = split(lines[header])[1 if is_csv else 0:]
   missing = [a for a in hair_attributes if a not in names]
   if missing:
     raise ValueError(f"{attr_file} lacks attributes {missing}")
   columns = [names.index(a) for a in hair_attributes]
   files, labels = [], []
-  for row_number, line in enumerate(lines[2:], start=3):
-    row = line.split()
-    if not row:
+  for row_number, line in enumerate(lines[header + 1:], start=header + 2):
+    row = split(line.strip())
+    if not row or row == [""]:
       continue
     if len(row) != len(names) + 1:
       raise ValueError(

@@ -311,6 +311,8 @@ def _celeb_a(folder: Path | None) -> RawData:
     # copy; the Kaggle files are the offline route.
     return _tfds_source("celeb_a")
   attr = folder / "list_attr_celeba.txt"
+  if not attr.exists() and (folder / "list_attr_celeba.csv").exists():
+    attr = folder / "list_attr_celeba.csv"  # Kaggle's copy.
   if attr.exists():
     img_dir = folder / "img_align_celeba"
     if (img_dir / "img_align_celeba").is_dir():  # Kaggle's zip nests it.
