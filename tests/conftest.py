@@ -20,7 +20,6 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 import pytest
-
 from PIL import Image, ImageDraw, ImageFont
 
 from sca_jax import config_lib

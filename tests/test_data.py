@@ -10,9 +10,9 @@ import gzip
 import hashlib
 import io
 import os
+import pickle
 import struct
 import tarfile
-import pickle
 import time
 from pathlib import Path
 
