@@ -142,8 +142,8 @@ def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
   root, slurm = Path(root), slurm or {}
   todo = [c for c in cells if not sweep_cells.is_finished(c, root)]
   workers = workers or default_workers(threads_per_cell)
-  progress = Progress(len(cells), len(cells) - len(todo),
-                      workers if executor == "local" else len(todo) or 1)
+  parallel = {"local": workers, "debug": 1}.get(executor, len(todo) or 1)
+  progress = Progress(len(cells), len(cells) - len(todo), parallel)
   log(f"{len(cells)} cells, {len(cells) - len(todo)} finished earlier, "
       f"{len(todo)} to run ({executor}"
       + (f", {workers} workers x {threads_per_cell} threads)"
@@ -175,13 +175,13 @@ def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
   else:
     pending, running = list(todo), {}
   slots = (_core_slots(workers, threads_per_cell) if executor == "local"
-           else [None] * max(1, workers))
+           else [None])
   free = list(range(len(slots)))
   slot_of: dict[Any, int] = {}
   failed: dict[str, str] = {}
-  last_line = ""
+  last = (None, 0.0)  # counts last printed, and when
   while pending or running:
-    while pending and free and executor != "slurm":
+    while pending and free:
       slot = free.pop(0)
       c = pending.pop(0)
       job = submit(c, slots[slot])
@@ -195,8 +195,9 @@ def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
       try:
         outcome = job.result()
         ok = outcome["returncode"] == 0 and sweep_cells.is_finished(c, root)
-        error = (f"exit status {outcome['returncode']}" if not ok else "")
-        progress.durations.append(outcome["duration_s"])
+        error = "" if ok else f"exit status {outcome['returncode']}"
+        if ok:  # quick failures would make the ETA optimistic
+          progress.durations.append(outcome["duration_s"])
       except Exception as e:  # pylint: disable=broad-except
         ok, error = False, f"job failed: {type(e).__name__}: {e}"
       if ok:
@@ -206,10 +207,10 @@ def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
         failed[c.name] = (error + "\n" + sweep_cells.log_tail(c, root))
         log(f"FAILED {c.name}: {error}")
     progress.running = len(running)
-    line = progress.line()
-    if line.split(";")[0] != last_line.split(";")[0]:
-      log(line)
-      last_line = line
+    counts = (progress.done, progress.failed, progress.running)
+    if counts != last[0] or time.time() - last[1] > 300:
+      log(progress.line())
+      last = (counts, time.time())
     if running:
       time.sleep(poll_s)
   log(progress.line())

@@ -5,6 +5,8 @@ script holds partition, time, GPUs and every cell's command."""
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,15 +45,21 @@ AXES = {{
   return path
 
 
-def test_tiny_grid_runs_resumes_and_reports_failures(
-    tmp_path, data_dir, monkeypatch, capsys):
-  monkeypatch.chdir(REPO)
+def _run_sweep(argv: list[str]) -> tuple[int, str]:
+  """The command line in a subprocess, as a researcher runs it."""
+  proc = subprocess.run([sys.executable, "-m", "sca_jax.sweep", *argv],
+                        cwd=REPO, capture_output=True, text=True,
+                        env=dict(os.environ, PYTHONPATH=str(REPO)))
+  return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_tiny_grid_runs_resumes_and_reports_failures(tmp_path, data_dir):
   sweep_file = _sweep_file(tmp_path, data_dir)
   root = tmp_path / "root"
   argv = [f"--sweep={sweep_file}", f"--root={root}", "--executor=local",
           "--workers=2"]
-  assert sweep.main(argv) == 1  # the broken cells fail, the others run
-  out = capsys.readouterr().out
+  rc, out = _run_sweep(argv)
+  assert rc == 1, out  # the broken cells fail, the others run
   good = [f"{t}/seed{s}" for t in ("no_defense", "sca") for s in (0, 1)]
   for name in good:
     assert (root / name / "results.json").is_file(), out
@@ -65,8 +73,8 @@ def test_tiny_grid_runs_resumes_and_reports_failures(
   before = {n: (root / n / "log.txt").read_text() for n in good}
   mtimes = {n: (root / n / "results.json").stat().st_mtime_ns
             for n in good if n != "sca/seed1"}
-  assert sweep.main(argv) == 1
-  out = capsys.readouterr().out
+  rc, out = _run_sweep(argv)
+  assert rc == 1, out
   assert "6 cells, 3 finished earlier, 3 to run" in out
   for n, t in mtimes.items():  # finished cells were not rerun
     assert (root / n / "results.json").stat().st_mtime_ns == t
