@@ -32,10 +32,14 @@ def _err(r: dict[str, Any]) -> list[list[float]] | None:
   return [[r["mean"] - lo], [hi - r["mean"]]]
 
 
-def _panels(n: int, title: str):
-  fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+def _panels(n: int, title: str, columns: int = 4):
+  rows, cols = -(-n // columns), min(n, columns)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows),
+                           squeeze=False)
   fig.suptitle(title)
-  return fig, axes[0]
+  for ax in axes.flat[n:]:
+    ax.set_visible(False)
+  return fig, axes.flat[:n]
 
 
 def _save(fig, path: Path, written: list[Path]) -> None:
@@ -84,7 +88,7 @@ def _frontier(dataset, metric, panels, names, stat, out, written) -> None:
       if leak is None or acc is None:
         continue
       ax.errorbar(leak["mean"], acc["mean"], xerr=_err(leak), yerr=_err(acc),
-                  fmt="o", capsize=3)
+                  fmt="o", capsize=3, color=f"C{names.index(t) % 10}")
       ax.annotate(t, (leak["mean"], acc["mean"]), fontsize=7,
                   textcoords="offset points", xytext=(3, 3))
     ax.set(title=threat, xlabel=f"{metric} (lower: less leakage)",

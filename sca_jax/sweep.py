@@ -251,15 +251,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                   "(default: the --out folder's name)")
   ap.add_argument("--grids", action="store_true",
                   help="report: copy each cell's attack picture grids")
-  args, rest = ap.parse_known_args(argv)
+  # --slurm.* first: argparse takes an unknown "--x=a b" for a positional.
+  slurm_items = [a for a in argv if a.startswith("--slurm.")]
+  args = ap.parse_args([a for a in argv if a not in slurm_items])
   args.slurm = {}
-  for item in rest:
+  for item in slurm_items:
     key, eq, value = item.partition("=")
-    if not key.startswith("--slurm.") or not eq:
-      ap.error(f"unrecognized argument {item!r} (SLURM parameters: "
-               "--slurm.<sbatch parameter>=<value>, e.g. "
-               "--slurm.partition=gpu)")
-    args.slurm[key[len("--slurm."):]] = _parse_value(value)
+    if not eq:
+      ap.error(f"{item!r}: SLURM parameters are --slurm.<sbatch parameter>="
+               "<value>, e.g. --slurm.partition=gpu")
+    name = key[len("--slurm."):]
+    if name == "setup":  # shell lines before each task, repeatable
+      args.slurm.setdefault("setup", []).append(value)
+    else:
+      args.slurm[name] = _parse_value(value)
   if args.command == "run" and not args.sweep:
     ap.error("--sweep is required to run a sweep")
   if args.command == "report" and not args.out:

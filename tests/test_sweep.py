@@ -122,11 +122,12 @@ def test_slurm_script_has_partition_time_gpus_and_every_command(
   assert sweep.main([
       f"--sweep={sweep_file}", f"--root={root}", "--executor=slurm",
       "--slurm.partition=gpu_h100", "--slurm.gpus_per_node=2",
-      "--slurm.cpus_per_task=8", "--timeout_min=240", "--no_wait"]) == 0
+      "--slurm.cpus_per_task=8", "--timeout_min=240", "--no_wait",
+      "--slurm.setup=module load cuda"]) == 0
   script = fake_slurm.read_text()
   for line in ("#SBATCH --partition=gpu_h100", "#SBATCH --time=240",
                "#SBATCH --gpus-per-node=2", "#SBATCH --cpus-per-task=8",
-               "#SBATCH --array=0-5%6"):
+               "#SBATCH --array=0-5%6", "\nmodule load cuda\n"):
     assert line in script, script
   cells = sweep_cells.expand(sweep_cells.load_sweep(sweep_file))
   for c in cells:
