@@ -11,6 +11,9 @@ A sweep file is a Python file with
       "seed": [0, 1, 2],
   }
 
+AXES may also be a list of such dicts: the cells of each, in turn (e.g. a
+full grid plus a few extra cells).
+
 An axis value is a scalar or a dict. A key (or scalar axis) whose name
 appears as `{key}` in CONFIG fills the template; every other key is a config
 override (`--config.<key>=<value>`); a dict's "name" is its label. Each cell
@@ -68,7 +71,7 @@ class Sweep:
   name: str
   config: str
   overrides: dict[str, Any]
-  axes: dict[str, list[Any]]
+  axes: list[dict[str, list[Any]]]  # the union of each dict's product
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -84,12 +87,15 @@ def load_sweep(path: str | Path) -> Sweep:
   if not isinstance(config, str) or not config:
     raise ValueError(f"{path}: CONFIG must be a config spec string such as "
                      f"'configs/{{dataset}}_{{defense}}.py', got {config!r}")
-  if not isinstance(axes, dict) or not axes or not all(
-      isinstance(v, (list, tuple)) and v for v in axes.values()):
-    raise ValueError(f"{path}: AXES must map axis names to non-empty lists, "
-                     f"got {axes!r}")
+  groups = axes if isinstance(axes, list) else [axes]
+  if not groups or not all(
+      isinstance(g, dict) and g and all(
+          isinstance(v, (list, tuple)) and v for v in g.values())
+      for g in groups):
+    raise ValueError(f"{path}: AXES must map axis names to non-empty lists "
+                     f"(or be a list of such dicts), got {axes!r}")
   return Sweep(path.stem, config, dict(getattr(module, "OVERRIDES", {})),
-               {k: list(v) for k, v in axes.items()})
+               [{k: list(v) for k, v in g.items()} for g in groups])
 
 
 def _label(axis: str, value: Any) -> str:
@@ -106,10 +112,12 @@ def expand(sweep: Sweep) -> list[Cell]:
   """The cells of the product of the axes, in axis order."""
   fields = {f for _, f, _, _ in string.Formatter().parse(sweep.config) if f}
   cells, names = [], set()
-  for combo in itertools.product(*sweep.axes.values()):
+  combos = [list(zip(g, values)) for g in sweep.axes
+            for values in itertools.product(*g.values())]
+  for combo in combos:
     template, overrides = {}, dict(sweep.overrides)
     labels = []
-    for axis, value in zip(sweep.axes, combo):
+    for axis, value in combo:
       labels.append((axis, _label(axis, value)))
       items = ({k: v for k, v in value.items() if k != "name"}
                if isinstance(value, dict) else {axis: value})
