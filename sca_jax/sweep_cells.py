@@ -99,10 +99,11 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def _label(axis: str, value: Any) -> str:
+  """A dict's "name", else its items' labels joined: "sca_lam0.1"."""
   if isinstance(value, dict):
     if "name" in value:
       return str(value["name"])
-    return "_".join(f"{k.split('.')[-1]}{v}" for k, v in value.items())
+    return "_".join(_label(k, v) for k, v in value.items())
   if isinstance(value, (int, float)) and not isinstance(value, bool):
     return f"{axis.split('.')[-1]}{value}"  # seed0, lam0.25
   return str(value)

@@ -22,13 +22,13 @@ def test_axes_expand_to_stable_names_template_and_overrides(tmp_path):
 CONFIG = "configs/{dataset}_{defense}.py"
 OVERRIDES = {"train.epochs": 1}
 AXES = {"dataset": ["mnist"],
-        "target": [{"defense": "no_defense"},
-                   {"name": "sca_lam0.1", "defense": "sca", "defense.lam": 0.1}],
+        "target": [{"name": "nd", "defense": "no_defense"},
+                   {"defense": "sca", "defense.lam": 0.1}],
         "seed": [0, 1]}
 """))
   cells = sweep_cells.expand(sweep)
   assert [c.name for c in cells] == [
-      "mnist/defenseno_defense/seed0", "mnist/defenseno_defense/seed1",
+      "mnist/nd/seed0", "mnist/nd/seed1",
       "mnist/sca_lam0.1/seed0", "mnist/sca_lam0.1/seed1"]
   c = cells[3]
   assert c.config == "configs/mnist_sca.py"
