@@ -74,7 +74,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     values = [per_seed[s] for s in seeds]
     lo, hi = bootstrap_ci(values)
     row = dict(zip(KEY, key), n=len(values), mean=float(np.mean(values)),
-               std=float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+               std=(float(np.std(values, ddof=1)) if len(values) > 1
+                    else math.nan),
                ci_low=lo, ci_high=hi, seeds=" ".join(map(str, seeds)))
     base = by_key.get((dataset, baselines.get(dataset), threat, metric))
     if base is not None and target != baselines[dataset]:
@@ -98,8 +99,8 @@ def header_lines(title: str) -> list[str]:
   return [f"# {title}", "",
           f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
           f"- machine: {platform.platform()}, {platform.processor() or '?'}",
-          f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
-          " UTC"]
+          "- date: " + datetime.datetime.now(datetime.timezone.utc).strftime(
+              "%Y-%m-%d %H:%M UTC")]
 
 
 def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path
@@ -195,8 +196,9 @@ def write_report(root: Path, out: Path, readme: Path | str | None = None,
       dest.parent.mkdir(parents=True, exist_ok=True)
       shutil.copy2(png, dest)
   if readme:
+    base = Path(readme).parent  # image links relative to the README
     images = "\n".join(
-        f"![{p.stem}]({Path(os.path.relpath(p, Path(readme).parent)).as_posix()})"
+        f"![{p.stem}]({Path(os.path.relpath(p, base)).as_posix()})"
         for p in figures)
     rewrite_section(Path(readme), section or out.name, md + "\n\n" + images)
   print(f"wrote {out}/summary.csv, summary.md and {len(figures)} figures")

@@ -35,7 +35,8 @@ def attack_metrics(attack: dict[str, Any]) -> dict[str, float]:
   out = {}
   for suffix, entry in (("", attack), ("_floor", attack.get("floor", {}))):
     for key, value in entry.items():
-      if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
+      if isinstance(value, dict) and isinstance(value.get("mean"),
+                                                (int, float)):
         out[key + suffix] = float(value["mean"])
       elif key in SCALAR_METRICS and isinstance(value, (int, float)):
         out[key + suffix] = float(value)

@@ -135,7 +135,8 @@ def _core_slots(workers: int, threads: int) -> list[list[int] | None]:
 
 def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
               workers: int | None = None, threads_per_cell: int = 1,
-              slurm: dict[str, Any] | None = None, timeout_min: int = 7 * 24 * 60,
+              slurm: dict[str, Any] | None = None,
+              timeout_min: int = 7 * 24 * 60,
               wait: bool = True, poll_s: float = 2.0,
               log=print) -> dict[str, str]:
   """Runs the unfinished cells; returns {cell name: error} of failed ones."""
