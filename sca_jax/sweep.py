@@ -227,7 +227,10 @@ def _parse_value(v: str) -> Any:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
   ap = argparse.ArgumentParser(
-      prog="python -m sca_jax.sweep", description=__doc__.split("\n")[0])
+      prog="python -m sca_jax.sweep", description=__doc__.split("\n")[0],
+      epilog="--slurm.<name>=<value>: any submitit SlurmExecutor parameter "
+      "(partition, gpus_per_node, cpus_per_task, mem, account, qos, "
+      "array_parallelism, ...); --slurm.setup=LINE is repeatable.")
   ap.add_argument("command", nargs="?", default="run",
                   choices=("run", "report"),
                   help="run the sweep (default) or only write the report")
