@@ -287,9 +287,8 @@ def main(argv: list[str] | None = None) -> int:
   cells = sweep_cells.expand(sweep_cells.load_sweep(args.sweep))
   if args.dry_run:
     for c in cells:
-      state = ("finished" if sweep_cells.is_finished(c, root) else
-               sweep_cells.read_status(c, root).get("state", "todo"))
-      print(f"{state:9s} {c.name}\n          {c.command(root)}")
+      print(f"{sweep_cells.state(c, root):11s} {c.name}\n"
+            f"            {c.command(root)}")
     print(f"{len(cells)} cells")
     return 0
   failed = run_sweep(cells, root, args.executor, args.workers,

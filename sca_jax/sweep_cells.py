@@ -29,6 +29,7 @@ import dataclasses
 import importlib.util
 import itertools
 import json
+import os
 import shlex
 import string
 from pathlib import Path
@@ -189,12 +190,27 @@ def is_finished(cell: Cell, root: str | Path) -> bool:
   return saved == _as_json(config.to_dict())
 
 
-def read_status(cell: Cell, root: str | Path) -> dict[str, Any]:
-  path = cell.workdir(root) / STATUS_FILE
+def state(cell: Cell, root: str | Path) -> str:
+  """finished / failed / running / interrupted / todo, from the cell's files.
+
+  "running" on this host whose process is gone is "interrupted" (e.g. a
+  killed sweep); on another host (a SLURM node) it is taken as written.
+  """
+  if is_finished(cell, root):
+    return "finished"
   try:
-    return json.loads(path.read_text())
+    status = json.loads((cell.workdir(root) / STATUS_FILE).read_text())
   except (OSError, ValueError):
-    return {}
+    return "todo"
+  if status.get("state") == "running" and status.get(
+      "host") == os.uname().nodename:
+    try:
+      os.kill(int(status["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+      return "interrupted"
+    except PermissionError:
+      pass  # alive, another user's
+  return status.get("state", "todo")
 
 
 def log_tail(cell: Cell, root: str | Path, lines: int = 15) -> str:

@@ -98,7 +98,7 @@ def test_dry_run_lists_cells_and_their_commands(tmp_path, capsys):
   assert sweep.main([f"--sweep={sweep_file}", f"--root={tmp_path}",
                      "--dry_run"]) == 0
   out = capsys.readouterr().out
-  assert "todo      sca/seed1" in out and "5 cells" in out
+  assert "todo        sca/seed1" in out and "5 cells" in out
   assert "--config.seed=1" in out and "--config.train.epochs=0" in out
 
 

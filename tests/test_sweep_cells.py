@@ -2,6 +2,8 @@
 finished means results.json of exactly the cell's config."""
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,21 @@ def test_finished_only_for_results_of_the_same_config(tmp_path, monkeypatch):
   assert not sweep_cells.is_finished(cell, tmp_path)
   with pytest.raises(ValueError, match="'train.no_such_field' does not exist"):
     sweep_cells.load_config(cell.config, (("train.no_such_field", 1),))
+
+
+def test_state_tells_running_from_interrupted(tmp_path):
+  cell = sweep_cells.Cell("a", "configs/mnist_sca.py", (), (("t", "a"),))
+  assert sweep_cells.state(cell, tmp_path) == "todo"
+  cell.workdir(tmp_path).mkdir()
+  status = cell.workdir(tmp_path) / "status.json"
+  host = os.uname().nodename
+  status.write_text(json.dumps({"state": "running", "host": host,
+                                "pid": os.getpid()}))
+  assert sweep_cells.state(cell, tmp_path) == "running"
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  status.write_text(json.dumps({"state": "running", "host": host,
+                                "pid": dead.pid}))
+  assert sweep_cells.state(cell, tmp_path) == "interrupted"
+  status.write_text(json.dumps({"state": "failed", "returncode": 1}))
+  assert sweep_cells.state(cell, tmp_path) == "failed"
