@@ -14,7 +14,6 @@ with its gradient) so that the ratio can be attributed.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from typing import Callable
 
@@ -23,19 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sca_jax import config_lib, lca, train
+from sca_jax.bench.common import cpu_model
 from sca_jax.models import build_model
-
-
-def cpu_model() -> str:
-  """The CPU's model name (lscpu's), or the platform's processor string."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 def host() -> dict:
