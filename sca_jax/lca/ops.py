@@ -40,13 +40,13 @@ def _pads(size: int, kernel: int, stride: int) -> tuple[tuple[int, int], ...]:
 
 
 # Stride-1 fast paths, chosen by measurement on a 2-core AVX2 CPU (batch 64,
-# 28x28, kernel 5; numbers in results/bench/README.md). XLA's CPU convolution
+# 28x28, kernel 5; results/bench/bench_lca.json "forward"). XLA's CPU conv
 # (Eigen) is slow when the decoder writes a single channel (64 -> 1: 17 ms of a
 # 22 ms iteration) and, erratically, when a 1-channel encoder has few features
 # (1 -> 8 or 16 slower than 1 -> 64); an im2col matrix product wins there. With
 # more input channels the patches matrix grows C-fold and the convolution wins.
 _PATCHES_ENCODE_MAX_FEATURES = 24
-# Read at trace time; scripts/bench_lca.py switches it off to time the
+# Read at trace time; sca_jax.bench.common switches it off to time the
 # generic convolution paths against the fast ones.
 _STRIDE1_FAST_PATHS = True
 
