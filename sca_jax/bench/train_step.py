@@ -141,3 +141,52 @@ def _breakdown(trainer, state, x, repeats: int) -> dict:
           min_time(lambda: solve_fwd(x2, D2), repeats)),
       "last_sparse_grad_seconds": min(
           min_time(lambda: solve_grad(x2, D2), repeats))}
+
+
+def _dictionary_grad_im2col(x_BHWC, g_BHWF, kernel, stride):
+  """The dictionary gradient before issue 16: im2col patches and one einsum."""
+  pads = [lca.ops._pads(n, kernel, stride)[0] for n in x_BHWC.shape[1:3]]  # pylint: disable=protected-access
+  patches = jax.lax.conv_general_dilated_patches(
+      x_BHWC, (kernel, kernel), (stride, stride), pads,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  c, f = x_BHWC.shape[-1], g_BHWF.shape[-1]
+  grad_CKKF = jnp.einsum("bhwp,bhwf->pf", patches, g_BHWF,
+                         preferred_element_type=jnp.float32)
+  return grad_CKKF.reshape(c, kernel, kernel, f).transpose(1, 2, 0, 3)
+
+
+def compare_dictionary_gradients(batch: int = 64, repeats: int = 6) -> dict:
+  """A/B of the training step: im2col against the current dictionary
+  gradient, both compiled in this process, timed alternately."""
+  cfg = stride1_sca_config(batch)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((batch, 28, 28, 1), np.float32))
+  y = jnp.asarray(rng.integers(0, 10, batch))
+  key = jax.random.key(0)
+  current = lca.ops._dictionary_grad  # pylint: disable=protected-access
+  runs = {}
+  try:
+    for name, fn in (("im2col", _dictionary_grad_im2col),
+                     ("current", current)):
+      lca.ops._dictionary_grad = fn  # read at trace time
+      jax.clear_caches()
+      model = build_model(cfg.defense, (28, 28, 1), 10, jax.random.key(0))
+      trainer = train.Trainer(model, cfg.defense,
+                              train.make_optimizer(cfg.train, 1000))
+      state, metrics = trainer.train_step(trainer.init_state, x, y, key)
+      jax.block_until_ready(metrics)  # compiled
+      runs[name] = [trainer, state, []]
+  finally:
+    lca.ops._dictionary_grad = current
+  load0 = host()
+  for _ in range(repeats):
+    for run in runs.values():
+      start = time.perf_counter()
+      run[1], metrics = run[0].train_step(run[1], x, y, key)
+      jax.block_until_ready(metrics)
+      run[2].append(time.perf_counter() - start)
+  out = {k: {"seconds": r[2], "min": min(r[2])} for k, r in runs.items()}
+  out["speedup_current_over_im2col"] = (out["im2col"]["min"] /
+                                        out["current"]["min"])
+  out["host"], out["host_after"] = load0, host()
+  return out
