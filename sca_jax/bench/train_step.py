@@ -63,7 +63,7 @@ def stride1_sca_config(batch: int = 64):
 def sparse_flops(model, image_shape, num_iters: int, batch: int) -> dict:
   """Forward FLOPs of the sparse layers per step: per layer and iteration one
   decode and one encode, each 2 B H' W' K^2 C F multiply-adds."""
-  h, w, c = image_shape
+  h, w, _ = image_shape
   out = {}
   for name, layer in model.sparse_layers():
     k, _, c_in, f = layer.dictionary.get_value().shape
@@ -72,8 +72,6 @@ def sparse_flops(model, image_shape, num_iters: int, batch: int) -> dict:
     per_conv = 2.0 * batch * h * w * k * k * c_in * f
     out[name] = {"shape": f"{c_in}->{f}", "per_iteration": 2 * per_conv,
                  "per_step": 2 * per_conv * num_iters}
-    c = f
-  del c
   return out
 
 
