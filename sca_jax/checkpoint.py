@@ -63,6 +63,15 @@ def _short(e: BaseException) -> str:
   return f"{type(e).__name__}: {first[:200]}"
 
 
+def _new_folder(parent: Path, stem: str) -> Path:
+  """`parent/<stem>-<time>`, never an existing one (two in one second)."""
+  base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}".lstrip("-")
+  path, i = parent / base, 1
+  while path.exists():
+    path, i = parent / f"{base}.{i}", i + 1
+  return path
+
+
 def read_fingerprints(directory: Path) -> dict[int, Any]:
   """{step: stored fingerprint, or None where it cannot be read}, no orbax.
 
@@ -121,8 +130,7 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def _set_aside(self, step: int, why: str) -> Path:
-    dest = (self.directory.parent / UNREADABLE_DIR /
-            f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    dest = _new_folder(self.directory.parent / UNREADABLE_DIR, str(step))
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(self.directory / str(step), dest)
     self.log(f"checkpoint step {step} is unreadable ({why}); moved to {dest}")
@@ -219,8 +227,8 @@ def stop_diverged(workdir: Path, ckpt: Checkpointer, what: str
   ckpt.wait()
   step = ckpt.latest_step()
   ckpt.close()
-  dest = workdir / DIVERGED_DIR / time.strftime("%Y%m%d-%H%M%S")
-  dest.mkdir(parents=True, exist_ok=True)
+  dest = _new_folder(workdir / DIVERGED_DIR, "")
+  dest.mkdir(parents=True)
   for name in ("checkpoints", "train_metrics.jsonl", "config.json"):
     if (workdir / name).exists():
       shutil.move(str(workdir / name), dest / name)
