@@ -48,5 +48,14 @@ def main(argv):
     sys.exit(code)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, but a bad flag or override is a one-line user error."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -186,5 +186,5 @@ def test_main_entry_point_with_overrides(data_dir, tmp_path):
                          text=True, timeout=300)
   out = again.stdout + again.stderr
   assert again.returncode == 0, out[-2000:]
-  assert "Traceback" not in out and out.count("unreadable") == 1
+  assert "Traceback" not in out and out.count("is unreadable") == 1
   assert "resuming from step 2" in out

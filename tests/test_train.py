@@ -168,7 +168,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_newest_intact(tmp_path):
   resumed, info = train.fit(trainer, cfg.train, x, y, tmp_path / "b",
                             jax.random.key(1), 0, log=lines.append)
   assert info["resumed_from_step"] == 5
-  notes = [s for s in lines if "unreadable" in s]
+  notes = [s for s in lines if "is unreadable" in s]
   assert len(notes) == 1 and "step 6" in notes[0]
   assert any("resuming from step 5" in s for s in lines)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
