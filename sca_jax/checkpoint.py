@@ -16,7 +16,9 @@ so the same workdir can be rerun with other settings.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -56,6 +58,19 @@ def all_finite(tree: Any) -> bool:
   floats = [x for x in jax.tree.leaves(tree)
             if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
   return bool(_finite(floats))
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Orbax logs damaged files at ERROR as it meets them (from its threads
+  too); an unreadable step is reported in one line of our own instead."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
 
 
 def _short(e: BaseException) -> str:
@@ -109,10 +124,11 @@ class Checkpointer:
     self.manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep,
-                                             create=True))
+    with _quiet_orbax():  # it reads every step's metadata here
+      return ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep,
+                                               create=True))
 
   def save(self, step: int, tree: Any) -> None:
     """Writes `tree` at `step`; refuses state that is not finite."""
@@ -169,7 +185,8 @@ class Checkpointer:
     moved = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        leaves = self._restore(step, template_leaves)
+        with _quiet_orbax():
+          leaves = self._restore(step, template_leaves)
       except CheckpointError:
         raise
       except Exception as e:  # orbax raises many types for damaged files
