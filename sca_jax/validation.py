@@ -38,7 +38,6 @@ import numpy as np
 from sca_jax import config_lib
 from sca_jax import lca
 from sca_jax import train as train_lib
-from sca_jax.data import SOURCES
 from sca_jax.data import splits as splits_lib
 from sca_jax.data.info import describe
 from sca_jax.defenses import DEFENSES
@@ -87,10 +86,10 @@ def _check_types(cfg: Any, ref: ml_collections.ConfigDict, path: str,
   for key in cfg.keys():
     sub, value = f"{path}.{key}".lstrip("."), cfg[key]
     if key not in ref:
-      # The defense section may carry settings a model reads with a default.
-      if path == "defense":
-        warn(f"warning: config.{sub} is not a default field of this defense;"
-             " passed on unchecked")
+      # Settings a model or data source reads with a default (checked there).
+      if path in ("defense", "data"):
+        warn(f"warning: config.{sub} is not a default field; passed on to "
+             f"the {path} unchecked here")
         continue
       _fail(sub, value, f"unknown field; allowed: {sorted(ref.keys())}")
     ref_value = ref[key]
@@ -262,11 +261,10 @@ def _validate(config, warn) -> None:
     if not isinstance(value, str):
       _fail(path, value, "must be a string naming a registered component")
   DEFENSES.get(config.defense.name, field="defense.name")
-  SOURCES.get(config.data.name, field="data.name")
+  splits_lib.validate(config.data)  # the data source's name and fields
   ref = config_lib.get_config(None, name=config.defense.name,
                               dataset=config.data.name)
   _check_types(config, ref, "", warn)
-  splits_lib.validate(config.data)
   _check_ranges(config, warn)
   if config.attacks:
     from sca_jax import attacks  # pylint: disable=g-import-not-at-top

@@ -29,6 +29,16 @@ _KNOWN = {
 
 def describe(data_cfg) -> DataInfo | None:
   """(image_shape, num_classes) of `data_cfg.name`, or None if only the files
-  tell (e.g. a folder of class folders, such as medical_mnist)."""
-  name = data_cfg.get("name") if hasattr(data_cfg, "get") else data_cfg.name
-  return _KNOWN.get(name)
+  tell (e.g. a folder of class folders, such as medical_mnist).
+
+  Honours `data_cfg.image_size` (square resize) and `data_cfg.channels` when
+  the config has them.
+  """
+  get = data_cfg.get if hasattr(data_cfg, "get") else (
+      lambda k, d=None: getattr(data_cfg, k, d))
+  info = _KNOWN.get(get("name"))
+  if info is None:
+    return None
+  h, w, c = info.image_shape
+  size, channels = get("image_size", None), get("channels", None)
+  return DataInfo((size or h, size or w, channels or c), info.num_classes)
