@@ -250,12 +250,19 @@ def _format_eta(seconds: float) -> str:
 def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
         x_NHWC: np.ndarray, y_N: np.ndarray, workdir: Path, key: jax.Array,
         seed: int, log: Callable[[str], None] = print,
-        per_sample: dict[str, np.ndarray] | None = None
-        ) -> tuple[TrainState, dict]:
+        per_sample: dict[str, np.ndarray] | None = None,
+        fingerprint: Any = None) -> tuple[TrainState, dict]:
   """Trains for `train_cfg.epochs`, resuming from the workdir's checkpoints.
 
   `per_sample`: arrays with the training set's leading axis, batched with it
   and passed to the trainer's extra loss (a defense's per-sample data).
+  `fingerprint`: the experiment's, stored with each checkpoint; only
+  checkpoints with the same one are resumed.
+
+  Raises:
+    checkpoint.TrainingDiverged: the loss (checked every `log_every` steps)
+      or the state (checked before each save) is not finite; the run's files
+      were set aside (`checkpoint.stop_diverged`).
   """
   bs = int(train_cfg.batch_size)
   steps_per_epoch = len(x_NHWC) // bs
@@ -266,7 +273,8 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
   mesh = parallel.data_mesh(train_cfg.get("num_devices", None))
   parallel.check_batch_size(bs, mesh)
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints",
-                                 max_to_keep=int(train_cfg.get("keep", 2)))
+                                 max_to_keep=int(train_cfg.get("keep", 2)),
+                                 fingerprint=fingerprint, log=log)
   # A copy: the step donates its input state, and init_state is reused.
   state, start = jax.tree.map(jnp.copy, trainer.init_state), 0
   restored = ckpt.restore_latest(state)
@@ -277,7 +285,8 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
   every = int(train_cfg.checkpoint_every)
   log_every = int(train_cfg.log_every)
   metrics_path = workdir / "train_metrics.jsonl"
-  t0, t_last, step_last, last_saved = time.time(), time.time(), start, start
+  checkpoint.truncate_metrics(metrics_path, start)  # steps after are redone
+  t0, t_last, step_last = time.time(), time.time(), start
   perm = None
   for step in range(start, num_steps):
     epoch, i = divmod(step, steps_per_epoch)
@@ -297,11 +306,8 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
     if done % log_every == 0 or done == num_steps:
       metrics = {k: float(v) for k, v in metrics.items()}
       if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(
-            f"training loss is {metrics['loss']} at step {done}; stopped. The "
-            f"last good checkpoint (step {last_saved}) is kept in "
-            f"{workdir / 'checkpoints'}; lower config.train.learning_rate or "
-            "check the data.")
+        raise checkpoint.stop_diverged(
+            workdir, ckpt, f"training loss is {metrics['loss']} at step {done}")
       now = time.time()
       rate = (done - step_last) / max(now - t_last, 1e-9)
       t_last, step_last = now, done
@@ -311,8 +317,10 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
       with metrics_path.open("a") as f:
         f.write(json.dumps({"step": done, "epoch": epoch + 1, **metrics}) + "\n")
     if done % every == 0 or done == num_steps:
+      if not checkpoint.all_finite(state):
+        raise checkpoint.stop_diverged(
+            workdir, ckpt, f"the train state holds NaN or inf at step {done}")
       ckpt.save(done, state)
-      last_saved = done
   ckpt.wait()
   info = {"num_steps": num_steps, "steps_this_run": num_steps - start,
           "train_time_s": time.time() - t0, "resumed_from_step": start}
