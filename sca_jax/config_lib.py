@@ -69,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.attacks = ("end_to_end", "split")
   c.attack = attack_defaults.attack
   for name in c.attack:  # incl. the *_averaged variants adaptive runs add
-    c.attack[name].net = "mlp"
+    if "net" in c.attack[name]:  # the learned inversions
+      c.attack[name].net = "mlp"
   c.eval_classifier = attack_defaults.eval_classifier
   return c
 

@@ -5,7 +5,7 @@ import pytest
 
 from sca_jax import attacks
 from sca_jax import config_lib
-from sca_jax.attacks import query_averaging
+from sca_jax.attacks import applicability
 from sca_jax.defenses import DEFENSES
 from sca_jax.models import build_model
 
@@ -31,7 +31,7 @@ def test_listed_adaptive_attacks_cover_what_the_model_exposes(name):
   c = config_lib.get_config(None, name=name, dataset="mnist")
   c.defense.features, c.defense.hidden, c.defense.num_iters = (4, 6), (16,), 3
   model = build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))
-  exposed = query_averaging.applicable_adaptive_attacks(model, (28, 28, 1))
+  exposed = applicability.applicable_adaptive_attacks(model, (28, 28, 1))
   listed = set(c.attacks)
   assert "feature_inversion" in listed
   assert ("code_decoding" in exposed) == ("code_decoding" in listed)
