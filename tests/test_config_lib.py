@@ -55,3 +55,41 @@ def test_unknown_defense_or_argument_is_refused_by_name():
     config_lib.get_config(None, name="nope", dataset="mnist")
   with pytest.raises(ValueError, match="'paper'"):
     config_lib.get_config("huge", name="sca", dataset="mnist")
+
+
+def test_config_arguments_pick_defense_dataset_and_protocol():
+  c = config_lib.make_config(**config_lib.parse_args(
+      "defense=mid,dataset=fashion_mnist,protocol=paper"))
+  assert (c.defense.name, c.data.name, c.train.epochs) == (
+      "mid", "fashion_mnist", 25)
+  assert config_lib.parse_args("") == {}
+  assert config_lib.parse_args("imports=a.b+c")["imports"] == ("a.b", "c")
+
+
+@pytest.mark.parametrize("arg,match", [
+    ("defence=sca", "unknown config argument 'defence'"),
+    ("defense", "not key=value"),
+    ("defense=sca,defense=mid", "given twice"),
+])
+def test_bad_config_arguments_fail_clearly(arg, match):
+  with pytest.raises(ValueError, match=match):
+    config_lib.parse_args(arg)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(defense="nope"), "defense.name"),
+    (dict(dataset="imagenet"), "data.name"),
+    (dict(protocol="faithful"), "protocol"),
+    (dict(imports=("no_such_module_xyz",)), "config.imports"),
+])
+def test_unknown_config_values_are_refused_by_field(kw, match):
+  with pytest.raises(ValueError, match=match):
+    config_lib.make_config(**kw)
+
+
+def test_a_protocol_is_one_registered_function():
+  @config_lib.register_protocol("test_two_epochs")
+  def two_epochs(c):
+    c.train.epochs = 2
+    return c
+  assert config_lib.make_config(protocol="test_two_epochs").train.epochs == 2

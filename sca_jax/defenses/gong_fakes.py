@@ -218,6 +218,6 @@ def summary(f: Fakes) -> str:
           f"log p(label) {lp[0]:.2f} -> {lp[1]:.2f}")
 
 
-def fakefake_kinds(*counts: int) -> np.ndarray:
+def fake_kinds(*counts: int) -> np.ndarray:
   return np.concatenate([np.full(c, k, np.int32) for k, c in
                          zip((REAL, TYPE1, TYPE2), counts)])
