@@ -3,8 +3,9 @@
   python scripts/run_baselines.py --workdir_root=/tmp/baselines \
       --max_train=512 --epochs=1 --attack_epochs=2 --defenses=no_defense,mid
 
-Each defense runs `experiment.run` with its config file
-(`configs/<dataset>_<defense>.py`, SCA at lambda 0.1/0.25/0.5) plus common
+Each defense runs `experiment.run` with its config
+(`configs/experiment.py:defense=<defense>,dataset=<dataset>`, SCA at lambda
+0.1/0.25/0.5) plus common
 overrides, in `<workdir_root>/<run>/seed<k>` (finished runs are reused, as
 experiment.run resumes), with every attack its config lists: the standard
 end-to-end and split attacks and the defense's adaptive attacks. Writes
@@ -23,7 +24,6 @@ import argparse
 import ast
 import csv
 import datetime
-import importlib.util
 import json
 import platform
 import shlex
@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from sca_jax import config_lib  # pylint: disable=wrong-import-position
 from sca_jax import experiment  # pylint: disable=wrong-import-position
 
 # Run name -> (config file stem, extra field overrides).
@@ -66,11 +67,8 @@ ATTACK_COLUMNS = ["run", "seed", "attack", "leak", "queries",
 
 
 def load_config(dataset: str, stem: str, arg: str | None):
-  path = ROOT / "configs" / f"{dataset}_{stem}.py"
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  """`configs/experiment.py:defense=<stem>,dataset=<dataset>[,protocol=paper]`."""
+  return config_lib.make_config(stem, dataset, arg or "default")
 
 
 def set_field(config, dotted: str, value) -> None:
