@@ -1,47 +1,204 @@
-"""Markdown tables from `results.json` files of many runs."""
+"""Tables and figures of a sweep, from `results.load_results` rows.
+
+`aggregate` groups rows by (data set, target, threat model, metric): mean,
+std (ddof 1), the seeds, a 95% percentile bootstrap interval of the mean
+(10,000 resamples, seeded), and the paired difference to No-Defense over the
+seeds both have, with its own interval. `write_report` writes summary.csv /
+summary.md and the figures, and can rewrite a README section between
+`<!-- sweep:NAME:begin -->` and `<!-- sweep:NAME:end -->`.
+"""
 
 from __future__ import annotations
 
-import json
+import csv
+import datetime
+import itertools
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy import stats
 
-def load(paths: list[str | Path]) -> list[dict[str, Any]]:
-  return [json.loads(Path(p).read_text()) for p in paths]
+from sca_jax import results as results_lib
 
-
-def _mean_std(d: dict[str, float], digits: int) -> str:
-  return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
-
-
-def training_table(runs: list[dict[str, Any]]) -> str:
-  """Accuracy, time and per-sparse-layer gap to the optimum of each run."""
-  rows = ["| defense | solver | test acc | train time (s) | sparse layers: active fraction, gap to optimum |",
-          "|---|---|---|---|---|"]
-  for r in runs:
-    d = r["config"]["defense"]
-    layers = "; ".join(
-        f"{n}: {s['active_fraction']:.3f}, {100 * s['relative_gap_to_optimum']:.2f}%"
-        for n, s in r.get("sparse_layers", {}).items()) or "-"
-    solver = (f"{d['solver']} x{d['num_iters']}" if r.get("sparse_layers")
-              else "-")
-    rows.append(f"| {r['defense']} | {solver} | {r['test_accuracy']:.4f} | "
-                f"{r['train'].get('train_time_s', float('nan')):.0f} | {layers} |")
-  return "\n".join(rows)
+KEY = ("dataset", "target", "threat_model", "metric")
+RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+BASELINE_DEFENSE = "no_defense"
+COLUMNS = [*KEY, "n", "mean", "std", "ci_low", "ci_high", "seeds",
+           "diff_n", "diff_mean", "diff_ci_low", "diff_ci_high"]
+LEAK_METRICS = ("psnr", "ssim", "attack_accuracy", "reidentification")
 
 
-def attack_table(runs: list[dict[str, Any]]) -> str:
-  """Per run and attack: PSNR, SSIM, FID, attack accuracy, each with floor."""
-  rows = ["| defense | attack (leak) | PSNR dB | SSIM | FID | attack acc | floor PSNR / SSIM / FID / acc |",
-          "|---|---|---|---|---|---|---|"]
-  for r in runs:
-    for name, a in r.get("attacks", {}).items():
-      f = a["floor"]
-      rows.append(
-          f"| {r['defense']} | {name} ({a['leak']['name']}) | "
-          f"{_mean_std(a['psnr'], 2)} | {_mean_std(a['ssim'], 3)} | "
-          f"{a['fid']:.2f} | {a['attack_accuracy']['mean']:.3f} | "
-          f"{f['psnr']['mean']:.2f} / {f['ssim']['mean']:.3f} / {f['fid']:.1f}"
-          f" / {f['attack_accuracy']['mean']:.3f} |")
-  return "\n".join(rows)
+def bootstrap_ci(values: list[float], seed: int = BOOTSTRAP_SEED
+                 ) -> tuple[float, float]:
+  """95% percentile bootstrap interval of the mean; nan for < 2 values."""
+  values = np.asarray(values, np.float64)
+  if len(values) < 2:
+    return math.nan, math.nan
+  if np.all(values == values[0]):
+    return float(values[0]), float(values[0])
+  ci = stats.bootstrap((values,), np.mean, n_resamples=RESAMPLES,
+                       method="percentile", rng=np.random.default_rng(seed)
+                       ).confidence_interval
+  return float(ci.low), float(ci.high)
+
+
+def _baseline_targets(rows: list[dict[str, Any]]) -> dict[str, str]:
+  """data set -> the No-Defense target (the one named so, else the first)."""
+  out: dict[str, str] = {}
+  for r in rows:
+    if r["defense"] == BASELINE_DEFENSE and (
+        r["dataset"] not in out or r["target"] == BASELINE_DEFENSE):
+      out[r["dataset"]] = r["target"]
+  return out
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """One summary row per (data set, target, threat model, metric)."""
+  by_key: dict[tuple, dict[Any, float]] = {}
+  for r in rows:
+    by_key.setdefault(tuple(r[k] for k in KEY), {})[r["seed"]] = r["value"]
+  baselines = _baseline_targets(rows)
+  out = []
+  for key, per_seed in by_key.items():
+    dataset, target, threat, metric = key
+    seeds = sorted(per_seed, key=str)
+    values = [per_seed[s] for s in seeds]
+    lo, hi = bootstrap_ci(values)
+    row = dict(zip(KEY, key), n=len(values), mean=float(np.mean(values)),
+               std=(float(np.std(values, ddof=1)) if len(values) > 1
+                    else math.nan),
+               ci_low=lo, ci_high=hi, seeds=" ".join(map(str, seeds)))
+    base = by_key.get((dataset, baselines.get(dataset), threat, metric))
+    if base is not None and target != baselines[dataset]:
+      common = [s for s in seeds if s in base]
+      diffs = [per_seed[s] - base[s] for s in common]
+      if diffs:
+        row.update(diff_n=len(diffs), diff_mean=float(np.mean(diffs)))
+        row["diff_ci_low"], row["diff_ci_high"] = bootstrap_ci(diffs)
+    out.append(row)
+  return out
+
+
+def _fmt(v: Any) -> str:
+  if isinstance(v, float):
+    return "-" if math.isnan(v) else f"{v:.4g}"
+  return "-" if v is None or v == "" else str(v)
+
+
+def header_lines(title: str) -> list[str]:
+  """Title, the command that wrote it, machine and date."""
+  return [f"# {title}", "",
+          f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+          f"- machine: {platform.platform()}, {platform.processor() or '?'}",
+          "- date: " + datetime.datetime.now(datetime.timezone.utc).strftime(
+              "%Y-%m-%d %H:%M UTC")]
+
+
+def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path
+              ) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("w", newline="") as f:
+    w = csv.DictWriter(f, columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows({c: r.get(c, "") for c in columns} for r in rows)
+
+
+def write_table(rows: list[dict[str, Any]], columns: list[str], out: Path,
+                header: list[str], footer: str = "") -> None:
+  """`out`.csv (every column, raw) and `out`.md (header, table, footer)."""
+  write_csv(rows, columns, out.with_suffix(".csv"))
+  lines = [*header, "", "| " + " | ".join(columns) + " |",
+           "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |"
+            for r in rows]
+  out.with_suffix(".md").write_text("\n".join(lines + ["", footer]).rstrip()
+                                    + "\n")
+
+
+def summary_markdown(summary: list[dict[str, Any]]) -> str:
+  """Per data set and threat model: targets x metrics, each cell
+  `mean ± std [ci] (n)` and, below, the paired difference to No-Defense."""
+  lines = []
+  key = lambda r: (r["dataset"], r["threat_model"] != results_lib.TARGET,
+                   r["threat_model"])
+  for (dataset, _, threat), group in itertools.groupby(
+      sorted(summary, key=key), key=key):
+    group = list(group)
+    metrics = list(dict.fromkeys(r["metric"] for r in group))
+    targets = list(dict.fromkeys(r["target"] for r in group))
+    cell = {(r["target"], r["metric"]): r for r in group}
+    lines += [f"### {dataset}: {threat}", "",
+              "| target | " + " | ".join(metrics) + " |",
+              "|---|" + "---|" * len(metrics)]
+    for t in targets:
+      entries = []
+      for m in metrics:
+        r = cell.get((t, m))
+        if r is None:
+          entries.append("")
+          continue
+        s = _fmt(r["mean"])
+        if r["n"] > 1:
+          s += (f" ± {_fmt(r['std'])} [{_fmt(r['ci_low'])}, "
+                f"{_fmt(r['ci_high'])}] (n={r['n']})")
+        if r.get("diff_n"):
+          s += f"<br>Δ {_fmt(r['diff_mean'])}"
+          if r["diff_n"] > 1:
+            s += f" [{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}]"
+        entries.append(s)
+      lines.append(f"| {t} | " + " | ".join(entries) + " |")
+    lines.append("")
+  lines.append(
+      "mean ± std over seeds [95% bootstrap interval of the mean, "
+      f"{RESAMPLES:,} resamples] (n seeds); Δ: paired difference to "
+      "No-Defense over the seeds both have, with its interval. PSNR, SSIM, "
+      "attack accuracy: lower is a better defense; FID: higher is. "
+      "`*_floor`: a trivial attacker answering the mean auxiliary image.")
+  return "\n".join(lines)
+
+
+def rewrite_section(path: Path, name: str, text: str) -> None:
+  """Replaces what lies between the sweep:NAME markers of `path`."""
+  begin, end = f"<!-- sweep:{name}:begin -->", f"<!-- sweep:{name}:end -->"
+  old = path.read_text()
+  pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+  if not pattern.search(old):
+    raise ValueError(f"--readme={path}: no '{begin}' ... '{end}' markers")
+  path.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", old,
+                              count=1))
+
+
+def write_report(root: Path, out: Path, readme: Path | str | None = None,
+                 section: str | None = None, grids: bool = False) -> None:
+  """summary.csv/.md and figures of every results.json under `root`."""
+  from sca_jax import report_figures  # pylint: disable=g-import-not-at-top
+  rows = results_lib.load_results(root)
+  if not rows:
+    raise ValueError(f"--root={root}: no results.json under it")
+  summary = aggregate(rows)
+  md = summary_markdown(summary)
+  write_csv(summary, COLUMNS, out / "summary.csv")
+  (out / "summary.md").write_text("\n".join(
+      header_lines(f"Sweep {out.name}") + ["", md]) + "\n")
+  figures = report_figures.write_figures(rows, summary, out)
+  if grids:
+    for png in sorted(root.rglob("attacks/*.png")):
+      dest = out / "grids" / png.parent.parent.relative_to(root) / png.name
+      dest.parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(png, dest)
+  if readme:
+    base = Path(readme).parent  # image links relative to the README
+    images = "\n".join(
+        f"![{p.stem}]({Path(os.path.relpath(p, base)).as_posix()})"
+        for p in figures)
+    rewrite_section(Path(readme), section or out.name, md + "\n\n" + images)
+  print(f"wrote {out}/summary.csv, summary.md and {len(figures)} figures")

@@ -1,16 +1,17 @@
 """Plug-&-Play attack on already trained targets; table and grids to results/.
 
-  python scripts/run_plug_and_play.py --workdir_root=/tmp/baselines \
-      --runs=no_defense,sca_0.5 \
+  python scripts/run_plug_and_play.py --sweep_root=runs/verdict \
+      --cells=mnist/no_defense/seed0,mnist/sca_lam0.5/seed0 \
       --generator=~/.cache/sca_jax/generators/mnist_aux
 
-For each run of `scripts/run_baselines.py` (its `<workdir_root>/<run>/seed0`
-holds the trained target), the checkpoints are copied to
-`<workdir_root>/pnp/<run>` (the original workdir and its results.json stay
-untouched) and `experiment.run` evaluates the restored target
-(`train.skip`) with `config.attacks = ("plug_and_play",)`. Writes
-`<out>.md/.csv` (attack accuracy, FID, nearest-image PSNR/SSIM, each beside
-the random-sample floor) and `<out>_grids/<run>.png`.
+Each cell of a sweep (`python -m sca_jax.sweep`; its workdir
+`<sweep_root>/<cell>` holds the trained target and the sweep's cell.json) has
+its checkpoints copied to `<sweep_root>/pnp/<cell>` (the original workdir and
+its results.json stay untouched), and `experiment.run` evaluates the restored
+target (`train.skip`) under the cell's config with
+`config.attacks = ("plug_and_play",)`. Writes `<out>.md/.csv` (attack
+accuracy, FID, nearest-image PSNR/SSIM, each beside the random-sample floor)
+and `<out>_grids/<cell>.png`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import run_baselines  # pylint: disable=g-import-not-at-top,wrong-import-position
-from sca_jax import experiment  # pylint: disable=wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from sca_jax import experiment
+from sca_jax import report
+from sca_jax import sweep_cells
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 COLUMNS = ["run", "test_accuracy", "attack_accuracy", "attack_accuracy_floor",
            "fid", "fid_floor", "psnr", "psnr_floor", "ssim", "ssim_floor",
@@ -42,8 +45,9 @@ FOOTER = ("Per attack image: attack_accuracy by the independent evaluation "
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--workdir_root", required=True)
-  ap.add_argument("--runs", default="no_defense,sca_0.5")
+  ap.add_argument("--sweep_root", required=True)
+  ap.add_argument("--cells", required=True,
+                  help="comma list of cell names (directories below the root)")
   ap.add_argument("--dataset", default="mnist")
   ap.add_argument("--generator", required=True, help="generator folder")
   ap.add_argument("--data_dir")
@@ -55,23 +59,26 @@ def main() -> None:
   out = Path(args.out or ROOT / "results" / f"plug_and_play_{args.dataset}")
   generator = str(Path(args.generator).expanduser().absolute())
   rows = []
-  for run in [r.strip() for r in args.runs.split(",") if r.strip()]:
-    stem, extra = run_baselines.RUNS[run]
-    c = run_baselines.load_config(args.dataset, stem, None)
-    for k, v in {**extra, **({"data.data_dir": args.data_dir}
-                             if args.data_dir else {})}.items():
-      run_baselines.set_field(c, k, v)
+  for run in [r.strip() for r in args.cells.split(",") if r.strip()]:
+    trained = Path(args.sweep_root) / run
+    if not (trained / sweep_cells.CELL_FILE).is_file():
+      raise FileNotFoundError(f"{trained}/{sweep_cells.CELL_FILE}: not a cell "
+                              "of a sweep (python -m sca_jax.sweep)")
+    cell = json.loads((trained / sweep_cells.CELL_FILE).read_text())
+    c = sweep_cells.load_config(cell["config"],
+                                tuple(cell["overrides"].items()))
+    if args.data_dir:
+      c.data.data_dir = args.data_dir
     c.train.skip = True
     c.attacks = ("plug_and_play",)
     c.attack.plug_and_play.generator_path = generator
     for item in args.override:
       k, _, v = item.partition("=")
-      run_baselines.set_field(c.attack.plug_and_play, k, v)
-    trained = Path(args.workdir_root) / run / "seed0"
+      sweep_cells.set_field(c.attack.plug_and_play, k, v)
     if not (trained / "checkpoints").is_dir():
       raise FileNotFoundError(f"{trained}/checkpoints: train the target "
-                              "first (scripts/run_baselines.py)")
-    workdir = Path(args.workdir_root) / "pnp" / run
+                              "first (python -m sca_jax.sweep)")
+    workdir = Path(args.sweep_root) / "pnp" / run
     if not workdir.exists():
       workdir.mkdir(parents=True)
       shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
@@ -93,11 +100,11 @@ def main() -> None:
     grids = Path(f"{out}_grids")
     grids.mkdir(parents=True, exist_ok=True)
     shutil.copy2(workdir / "attacks" / "plug_and_play.png",
-                 grids / f"{run}.png")
+                 grids / f"{run.replace('/', '_')}.png")
   source = json.loads((Path(generator) / "config.json").read_text())["source"]
-  header = run_baselines.table_header(f"Plug-&-Play on {args.dataset}", [
-      f"generator: `{generator}`: {json.dumps(source)}"])
-  run_baselines.write_table(rows, COLUMNS, out, header, FOOTER)
+  header = report.header_lines(f"Plug-&-Play on {args.dataset}")
+  header.insert(3, f"- generator: `{generator}`: {json.dumps(source)}")
+  report.write_table(rows, COLUMNS, out, header, FOOTER)
   print(f"wrote {out}.md/.csv and {out}_grids/")
 
 

@@ -1,11 +1,26 @@
-"""Shared test fixtures: tiny configs and the local data directory."""
+"""Shared test fixtures: tiny configs and the data they run on.
 
+Tests run on the published files under `$SCA_JAX_DATA_DIR` (or
+`../shared/data`) when they are there, else on a small MNIST-format set made
+here (`synthetic_mnist_dir`), so no test skips for missing data. Tests that
+check the real files themselves use `real_data_dir`, which fails saying
+what to set. Every cache points into a session temporary folder, and
+downloads at a closed local port, so no test writes to the user's home or
+reaches the network by accident.
+"""
+
+import gzip
+import io
 import os
+import pickle
+import struct
+import tarfile
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
 from sca_jax import config_lib
 from sca_jax import data
@@ -13,12 +28,100 @@ from sca_jax import data
 _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def shared_data_dir() -> Path:
+  """`$SCA_JAX_DATA_DIR`, else the shared folder beside the clone."""
+  return Path(os.environ.get("SCA_JAX_DATA_DIR") or _DEFAULT_DATA)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_and_offline(tmp_path_factory):
+  """Caches in a session temporary folder; downloads fail fast, locally."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("SCA_JAX_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # Port 9 (discard) on the loopback: nothing listens, refused at once.
+    mp.setenv("SCA_JAX_DOWNLOAD_URL", "http://127.0.0.1:9")
+    yield
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+  """Writes a gzipped ubyte IDX file, as MNIST publishes them."""
+  header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(
+      f">{array.ndim}I", *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def digit_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """n 28x28 grey digits drawn with a font, moved, rotated, thickened and
+  noised at random: ten classes a small CNN learns, MNIST-like in layout
+  (white strokes on black, centred)."""
+  rng = np.random.default_rng(seed)
+  font = ImageFont.load_default(size=20)
+  labels = rng.integers(0, 10, n).astype(np.uint8)
+  images = np.empty((n, 28, 28), np.uint8)
+  for i, label in enumerate(labels):
+    canvas = Image.new("L", (28, 28))
+    dx, dy = rng.integers(-2, 3, 2)
+    ImageDraw.Draw(canvas).text(
+        (14 + dx, 14 + dy), str(label), fill=255, font=font, anchor="mm",
+        stroke_width=int(rng.integers(1, 3)), stroke_fill=255)
+    canvas = canvas.rotate(rng.uniform(-12, 12), Image.Resampling.BILINEAR)
+    noisy = np.asarray(canvas, np.float32) + rng.normal(0, 8, (28, 28))
+    images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+  return images, labels
+
+
+def cifar10_python_tar(path: Path, per_batch: int = 2) -> np.ndarray:
+  """Writes a small cifar-10-python.tar.gz in the official layout (batch
+  pickles of {b"data": N x 3072 uint8 R,G,B planes, b"labels": [...]});
+  returns the NHWC images it holds, in the official order."""
+  rng = np.random.default_rng(0)
+  images = []
+  with tarfile.open(path, "w:gz") as tar:
+    for b in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+      x = rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
+      images.append(x)
+      labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+      payload = pickle.dumps({b"data": x.transpose(0, 3, 1, 2).reshape(
+          per_batch, 3072), b"labels": labels}, protocol=2)
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{b}")
+      info.size = len(payload)
+      tar.addfile(info, io.BytesIO(payload))
+  return np.concatenate(images)
+
+
 @pytest.fixture(scope="session")
-def data_dir() -> str:
-  path = os.environ.get("SCA_JAX_DATA_DIR") or str(_DEFAULT_DATA)
-  if not (Path(path) / "mnist").is_dir():
-    pytest.skip(f"no MNIST files under {path} (set SCA_JAX_DATA_DIR)")
+def synthetic_mnist_dir(tmp_path_factory) -> str:
+  """A data dir whose mnist/ holds 5,000 + 1,000 drawn digits as IDX .gz."""
+  root = tmp_path_factory.mktemp("synthetic_data")
+  (root / "mnist").mkdir()
+  for split, n, seed in (("train", 5000, 0), ("t10k", 1000, 1)):
+    x, y = digit_images(n, seed)
+    write_idx(root / "mnist" / f"{split}-images-idx3-ubyte.gz", x)
+    write_idx(root / "mnist" / f"{split}-labels-idx1-ubyte.gz", y)
+  return str(root)
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+  """The published files; fails, saying what to set, when they are absent."""
+  path = shared_data_dir()
+  if not (path / "mnist").is_dir():
+    pytest.fail(
+        f"this test checks the published data files, not found under {path}:"
+        f" set SCA_JAX_DATA_DIR to a folder with mnist/, fashion_mnist/, ... "
+        f"(docs/data.md), or deselect such tests with -m 'not real_data'",
+        pytrace=False)
   return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(request) -> str:
+  """The published files if present, else the synthetic MNIST set."""
+  path = shared_data_dir()
+  if (path / "mnist").is_dir():
+    return str(path)
+  return request.getfixturevalue("synthetic_mnist_dir")
 
 
 def tiny_config(defense: str = "sca", data_dir: str | None = None

@@ -1,4 +1,8 @@
-"""Tests for sca_jax.data: real files in the shared data dir, tiny fakes."""
+"""Tests for sca_jax.data.sources and readers: the published files, tiny fakes.
+
+Downloads: test_data_download.py; own data: test_data_own.py; splits:
+test_data_splits.py.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,12 @@ import gzip
 import hashlib
 import io
 import os
+import pickle
 import struct
 import tarfile
 import time
-import urllib.error
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,40 +25,23 @@ from sca_jax.data import readers
 from sca_jax.data import remote
 from sca_jax.data import sources
 
-ALL_SOURCES = ["celeb_a", "cifar10", "fashion_mnist", "medical_mnist", "mnist",
-               "olivetti_faces", "pneumoniamnist"]
+from conftest import cifar10_python_tar
 
-
-def _shared_data_dir() -> Path:
-  env = os.environ.get(sources.DATA_DIR_ENV)
-  return Path(env) if env else (
-      Path(__file__).resolve().parents[2] / "shared" / "data")
-
-
-DATA_DIR = _shared_data_dir()
-needs_data = pytest.mark.skipif(
-    not (DATA_DIR / "mnist").is_dir(),
-    reason=f"real data not found at {DATA_DIR}; set {sources.DATA_DIR_ENV}")
+ALL_SOURCES = ["celeb_a", "cifar10", "fashion_mnist", "folder",
+               "medical_mnist", "mnist", "npz", "olivetti_faces",
+               "pneumoniamnist"]
+real_data = pytest.mark.real_data
 
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
-  # Never read or write the user's ~/.cache from tests.
+  # A fresh cache per test, so a test never answers from another's.
   monkeypatch.setenv(remote.CACHE_ENV, str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
-def mnist():
-  if not (DATA_DIR / "mnist").is_dir():
-    pytest.skip(f"real data not found at {DATA_DIR}")
-  return data.load_source("mnist", str(DATA_DIR))
-
-
-def _cfg(**kw) -> ml_collections.ConfigDict:
-  cfg = dict(name="olivetti_faces", data_dir=str(DATA_DIR),
-             train_fraction=0.7, max_train=None, max_test=None, max_aux=None)
-  cfg.update(kw)
-  return ml_collections.ConfigDict(cfg)
+def mnist(real_data_dir):
+  return data.load_source("mnist", str(real_data_dir))
 
 
 # --- directory resolution and errors -------------------------------------
@@ -134,18 +120,17 @@ def test_corrupt_idx_through_load_source(tmp_path):
 # --- real data -------------------------------------------------------------
 
 
-@needs_data
-def test_shared_files_match_sha256sums():
-  sums = DATA_DIR / "SHA256SUMS"
-  if not sums.exists():
-    pytest.skip(f"no {sums}")
+@real_data
+def test_shared_files_match_sha256sums(real_data_dir):
+  sums = real_data_dir / "SHA256SUMS"
+  assert sums.exists(), f"{sums} lists the shared files' checksums"
   for line in sums.read_text().splitlines():
     digest, name = line.split()
-    actual = hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest()
+    actual = hashlib.sha256((real_data_dir / name).read_bytes()).hexdigest()
     assert actual == digest, f"{name} does not match {sums}"
 
 
-@needs_data
+@real_data
 def test_mnist(mnist):
   assert mnist.images.shape == (70000, 28, 28, 1)
   assert mnist.images.dtype == np.uint8 and mnist.labels.dtype == np.int32
@@ -156,55 +141,73 @@ def test_mnist(mnist):
   assert "t10k-images-idx3-ubyte.gz" in mnist.origin
 
 
-@needs_data
-def test_fashion_mnist():
-  raw = data.load_source("fashion_mnist", str(DATA_DIR))
+@real_data
+def test_fashion_mnist(real_data_dir):
+  raw = data.load_source("fashion_mnist", str(real_data_dir))
   assert raw.images.shape == (70000, 28, 28, 1)
   assert raw.num_classes == 10 and len(raw.class_names) == 10
   np.testing.assert_array_equal(np.bincount(raw.labels), [7000] * 10)
 
 
-@needs_data
-def test_olivetti_faces():
-  raw = data.load_source("olivetti_faces", str(DATA_DIR))
+@real_data
+def test_olivetti_faces(real_data_dir):
+  raw = data.load_source("olivetti_faces", str(real_data_dir))
   assert raw.images.shape == (400, 64, 64, 1)
   assert raw.num_classes == 40
   np.testing.assert_array_equal(np.bincount(raw.labels), [10] * 40)
   for k in (0, 17, 39):
     np.testing.assert_array_equal(raw.labels[10 * k:10 * k + 10], k)
   import scipy.io  # pylint: disable=g-import-not-at-top
-  faces = scipy.io.loadmat(DATA_DIR / "olivetti_faces" / "olivettifaces.mat")
+  faces = scipy.io.loadmat(
+      real_data_dir / "olivetti_faces" / "olivettifaces.mat")
   np.testing.assert_array_equal(raw.images[123, :, :, 0],
                                 faces["faces"][:, 123].reshape(64, 64).T)
 
 
-@needs_data
-def test_pneumoniamnist():
-  raw = data.load_source("pneumoniamnist", str(DATA_DIR))
+@real_data
+def test_pneumoniamnist(real_data_dir):
+  raw = data.load_source("pneumoniamnist", str(real_data_dir))
   assert raw.images.shape == (3882 + 524 + 624, 28, 28, 1)
   assert raw.num_classes == 2 and raw.class_names == ("normal", "pneumonia")
-  with np.load(DATA_DIR / "pneumoniamnist" / "pneumoniamnist.npz") as npz:
+  with np.load(real_data_dir / "pneumoniamnist" / "pneumoniamnist.npz") as npz:
     np.testing.assert_array_equal(raw.images[0, ..., 0], npz["train_images"][0])
     np.testing.assert_array_equal(raw.labels[-624:], npz["test_labels"][:, 0])
 
 
-@needs_data
-def test_cifar10_full_and_cached():
+@real_data
+def test_cifar10_full_and_cached(real_data_dir):
   start = time.perf_counter()
-  raw = data.load_source("cifar10", str(DATA_DIR))
+  raw = data.load_source("cifar10", str(real_data_dir))
   decode_s = time.perf_counter() - start
   assert raw.images.shape == (60000, 32, 32, 3)
   assert raw.class_names == sources.CIFAR10_CLASSES  # Sorted = official.
   np.testing.assert_array_equal(np.bincount(raw.labels[:50000]), [5000] * 10)
   np.testing.assert_array_equal(np.bincount(raw.labels[50000:]), [1000] * 10)
   start = time.perf_counter()
-  again = data.load_source("cifar10", str(DATA_DIR))
+  again = data.load_source("cifar10", str(real_data_dir))
   assert time.perf_counter() - start < decode_s / 3  # Came from the cache.
   np.testing.assert_array_equal(again.images, raw.images)
   np.testing.assert_array_equal(again.labels, raw.labels)
 
 
 # --- small fakes ------------------------------------------------------------
+
+
+def test_cifar10_official_python_tarball(tmp_path):
+  (tmp_path / "cifar10").mkdir()
+  images = cifar10_python_tar(tmp_path / "cifar10" / "cifar-10-python.tar.gz")
+  raw = data.load_source("cifar10", str(tmp_path))
+  np.testing.assert_array_equal(raw.images, images)
+  assert raw.class_names == sources.CIFAR10_CLASSES and len(raw) == 12
+  evil = tmp_path / "evil" / "cifar10"
+  evil.mkdir(parents=True)
+  with tarfile.open(evil / "cifar-10-python.tar.gz", "w:gz") as tar:
+    payload = pickle.dumps(os.system, protocol=2)  # Must never be resolved.
+    info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+  with pytest.raises(ValueError, match="system is not allowed"):
+    data.load_source("cifar10", str(tmp_path / "evil"))
 
 
 def _png(path: Path, value, size=(6, 5), mode="L"):
@@ -266,7 +269,8 @@ def test_celeb_a_class_folders_resized(tmp_path):
   np.testing.assert_array_equal(raw.images[4, 10, 10], (0, 1, 7))
 
 
-def test_celeb_a_attribute_layout(tmp_path):
+@pytest.mark.parametrize("layout", ["official", "kaggle"])
+def test_celeb_a_attribute_layout(tmp_path, layout):
   root = tmp_path / "celeb_a"
   attrs = ["Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses",
            "Gray_Hair"]
@@ -275,16 +279,23 @@ def test_celeb_a_attribute_layout(tmp_path):
           "000003.jpg": " 1 -1 -1 -1 -1 -1",  # Bald, no colour: skipped.
           "000004.jpg": "-1 -1 -1 -1 -1  1",  # Gray.
           "000005.jpg": "-1 -1 -1  1 -1 -1"}  # Brown.
-  lines = [str(len(rows)), " ".join(attrs)] + [
-      f"{k} {v}" for k, v in rows.items()]
   root.mkdir()
-  (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+  img_dir = root / "img_align_celeba"
+  if layout == "official":
+    lines = [str(len(rows)), " ".join(attrs)] + [
+        f"{k} {v}" for k, v in rows.items()]
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+  else:  # Kaggle: a CSV, and the zip nests the image folder.
+    lines = [",".join(["image_id"] + attrs)] + [
+        ",".join([k] + v.split()) for k, v in rows.items()]
+    (root / "list_attr_celeba.csv").write_text("\n".join(lines) + "\n")
+    img_dir = img_dir / "img_align_celeba"
   for k in rows:
     # 30 wide, 40 high: the central 30x30 square is green, the rest is not.
     image = np.zeros((40, 30, 3), np.uint8)
     image[:5], image[5:35], image[35:] = (255, 0, 0), (0, 200, 0), (0, 0, 255)
-    path = root / "img_align_celeba" / k
-    path.parent.mkdir(exist_ok=True)
+    path = img_dir / k
+    path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path, "PNG")  # PIL reads by content.
   raw = data.load_source("celeb_a", str(tmp_path))
   np.testing.assert_array_equal(raw.labels, [0, 3, 2])
@@ -292,7 +303,7 @@ def test_celeb_a_attribute_layout(tmp_path):
   assert raw.images.shape == (3, 64, 64, 3)
   np.testing.assert_allclose(raw.images[:, [0, -1]].reshape(-1, 3).mean(0),
                              (0, 200, 0), atol=2)
-  (root / "img_align_celeba" / "000004.jpg").unlink()
+  (img_dir / "000004.jpg").unlink()
   with pytest.raises(FileNotFoundError, match="000004.jpg"):
     data.load_source("celeb_a", str(tmp_path))
 
@@ -320,7 +331,7 @@ def test_cache_rebuilds_bad_files_and_never_unpickles(tmp_path):
   assert remote.file_fingerprint(a) != remote.file_fingerprint(b)
 
 
-# --- downloads and TFDS, with the network replaced ------------------------
+# --- TFDS, with its data source replaced ---------------------------------
 
 
 class _FakeSource(list):
@@ -329,7 +340,7 @@ class _FakeSource(list):
     return [self[k] for k in keys]
 
 
-def test_tfds_fallback_pools_train_then_test(monkeypatch):
+def test_tfds_option_pools_train_then_test(monkeypatch):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   calls = []
 
@@ -339,15 +350,16 @@ def test_tfds_fallback_pools_train_then_test(monkeypatch):
                          "label": np.int64(i % 10)} for i in range(n))
             for n in (5, 3)]
 
-  monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
   monkeypatch.setattr(tfds, "data_source", fake_data_source)
-  raw = data.load_source("fashion_mnist", None)
+  raw = data.load_source("fashion_mnist", "tfds")
   name, kwargs = calls[0]
   assert name == "fashion_mnist" and kwargs["split"] == ["train", "test"]
   assert kwargs["download"] is True
   assert kwargs["builder_kwargs"] == {"file_format": "array_record"}
   assert raw.images.shape == (8, 28, 28, 1) and raw.num_classes == 10
   np.testing.assert_array_equal(raw.labels, [0, 1, 2, 3, 4, 0, 1, 2])
+  with pytest.raises(ValueError, match="data_dir='tfds'.*olivetti_faces"):
+    data.load_source("olivetti_faces", "tfds")
 
 
 def test_tfds_celeb_a_labels(monkeypatch):
@@ -366,93 +378,3 @@ def test_tfds_celeb_a_labels(monkeypatch):
   raw = data.load_source("celeb_a", None)
   assert raw.images.shape == (4, 64, 64, 3)
   np.testing.assert_array_equal(raw.labels, [3, 1, 3, 1])
-
-
-def test_pneumoniamnist_download(monkeypatch, tmp_path):
-  monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
-
-  def offline(*args, **kwargs):
-    raise urllib.error.URLError("no network")
-
-  monkeypatch.setattr(remote.urllib.request, "urlopen", offline)
-  with pytest.raises(ConnectionError, match="zenodo.org.*SCA_JAX_DATA_DIR"):
-    data.load_source("pneumoniamnist", None)
-
-  buf = io.BytesIO()
-  splits = {"train": 3, "val": 1, "test": 2}
-  np.savez(buf, **{f"{s}_images": np.zeros((n, 28, 28), np.uint8)
-                   for s, n in splits.items()},
-           **{f"{s}_labels": np.ones((n, 1), np.uint8)
-              for s, n in splits.items()})
-  payload = buf.getvalue()
-  monkeypatch.setattr(sources, "PNEUMONIA_MD5",
-                      hashlib.md5(payload).hexdigest())
-  monkeypatch.setattr(remote.urllib.request, "urlopen",
-                      lambda *a, **k: io.BytesIO(payload))
-  raw = data.load_source("pneumoniamnist", None)
-  assert raw.images.shape == (6, 28, 28, 1)
-  assert (tmp_path / "cache" / "pneumoniamnist" /
-          "pneumoniamnist.npz").read_bytes() == payload
-  monkeypatch.setattr(remote.urllib.request, "urlopen", offline)
-  assert len(data.load_source("pneumoniamnist", None)) == 6  # No re-download.
-
-
-# --- splits -----------------------------------------------------------------
-
-
-@needs_data
-def test_splits_sizes_and_values():
-  s = data.make_splits(_cfg(name="mnist"), seed=0)
-  assert (len(s.train_x), len(s.test_x), len(s.aux_x)) == (49000, 21000, 21000)
-  assert s.image_shape == (28, 28, 1) and s.num_classes == 10
-  for x, y in ((s.train_x, s.train_y), (s.test_x, s.test_y),
-               (s.aux_x, s.aux_y)):
-    assert x.dtype == np.float32 and y.dtype == np.int32
-    assert x.min() >= 0 and x.max() <= 1
-  assert s.train_x.max() == 1.0
-
-
-@needs_data
-def test_splits_deterministic_and_disjoint():
-  raw = data.load_source("olivetti_faces", str(DATA_DIR))
-  a = data.make_splits(_cfg(), seed=3)
-  b = data.make_splits(_cfg(), seed=3)
-  c = data.make_splits(_cfg(), seed=4)
-  np.testing.assert_array_equal(a.train_index, b.train_index)
-  np.testing.assert_array_equal(a.train_x, b.train_x)
-  assert not np.array_equal(a.train_index, c.train_index)
-  assert len(a.train_index) == 280 and len(a.test_index) == 120
-  assert not set(a.train_index) & set(a.test_index)
-  assert not set(a.train_index) & set(a.aux_index)
-  assert set(a.train_index) | set(a.test_index) == set(range(400))
-  np.testing.assert_array_equal(a.test_y, raw.labels[a.test_index])
-  np.testing.assert_array_equal(a.aux_x[5] * 255,
-                                raw.images[a.aux_index[5]])
-
-
-@needs_data
-def test_splits_cuts():
-  s = data.make_splits(_cfg(max_train=100, max_test=50, max_aux=30), seed=1)
-  assert (len(s.train_x), len(s.test_x), len(s.aux_x)) == (100, 50, 30)
-  assert not set(s.test_index) & set(s.aux_index)  # 50 + 30 <= 120 held out.
-  full = data.make_splits(_cfg(max_train=0), seed=1)
-  np.testing.assert_array_equal(s.train_index, full.train_index[:100])
-  np.testing.assert_array_equal(s.test_index, full.test_index[:50])
-  np.testing.assert_array_equal(s.aux_index, full.aux_index[-30:])
-  big = data.make_splits(_cfg(max_aux=1000), seed=1)
-  assert len(big.aux_index) == 120  # A cut larger than the part keeps all.
-
-
-@pytest.mark.parametrize("field,value", [
-    ("train_fraction", 1.5), ("train_fraction", 0), ("train_fraction", "0.7"),
-    ("max_train", -1), ("max_test", 2.5), ("max_aux", True)])
-def test_bad_config_fails_before_loading(field, value):
-  # With this data dir loading would raise FileNotFoundError, not ValueError.
-  cfg = _cfg(data_dir="/no/such/dir", **{field: value})
-  with pytest.raises(ValueError, match=f"config.data.{field}"):
-    data.make_splits(cfg, seed=0)
-
-
-def test_unknown_name_in_splits():
-  with pytest.raises(ValueError, match="allowed"):
-    data.make_splits(_cfg(name="svhn", data_dir="/no/such/dir"), seed=0)

@@ -121,7 +121,8 @@ def test_every_defense_reachable_from_the_experiment_config(defense):
 
 def test_main_entry_point_with_overrides(data_dir, tmp_path):
   cmd = [sys.executable, "-m", "sca_jax.main",
-         "--config=configs/experiment.py:defense=no_defense", f"--workdir={tmp_path}",
+         "--config=configs/experiment.py:defense=no_defense",
+         f"--workdir={tmp_path}",
          "--config.data.max_train=128", "--config.data.max_test=64",
          "--config.data.max_aux=64", "--config.train.epochs=1",
          "--config.train.batch_size=32", "--config.defense.hidden=(16,)"]

@@ -1,32 +1,84 @@
-"""Markdown tables from results.json."""
+"""sca_jax.report: mean, std, bootstrap intervals and paired differences on
+made-up numbers checked by hand; tables, figures and the README section."""
 
-import json
+import math
+
+import pytest
 
 from sca_jax import report
 
 
-def _run(defense, gap):
-  stat = {"mean": 20.0, "std": 1.0}
-  attack = {"leak": {"name": "first"}, "psnr": stat, "ssim": stat, "fid": 3.0,
-            "attack_accuracy": stat,
-            "floor": {"psnr": stat, "ssim": stat, "fid": 800.0,
-                      "attack_accuracy": stat}}
-  return {"defense": defense, "test_accuracy": 0.97, "train": {
-      "train_time_s": 12.0}, "config": {"defense": {
-          "solver": "fista", "num_iters": 15}},
-          "sparse_layers": {"layer0_lca": {
-              "active_fraction": 0.1, "relative_gap_to_optimum": gap}}
-          if gap is not None else {}, "attacks": {"split": attack}}
+def _rows(target, defense, values, metric="psnr", threat="split", lam=None,
+          eps=None):
+  return [dict(cell=f"{target}/seed{s}", dataset="mnist", target=target,
+               defense=defense, seed=s, lam=lam, dp_epsilon=eps,
+               noise_multiplier=None, test_accuracy=None, threat_model=threat,
+               metric=metric, value=v) for s, v in values.items()]
 
 
-def test_tables_hold_every_run_and_attack(tmp_path):
-  paths = []
-  for i, (name, gap) in enumerate((("sca", 0.0123), ("no_defense", None))):
-    paths.append(tmp_path / f"{i}.json")
-    paths[-1].write_text(json.dumps(_run(name, gap)))
-  runs = report.load(paths)
-  training = report.training_table(runs)
-  assert "| sca | fista x15 | 0.9700 | 12 | layer0_lca: 0.100, 1.23% |" in training
-  assert "| no_defense | - |" in training
-  attacks = report.attack_table(runs).splitlines()
-  assert len(attacks) == 4 and "split (first)" in attacks[2]
+def test_aggregate_std_intervals_and_paired_differences_by_hand():
+  rows = (_rows("no_defense", "no_defense", {0: 1.0, 1: 2.0, 2: 3.0})
+          + _rows("sca", "sca", {0: 2.0, 1: 2.5, 2: 5.0, 3: 10.0}))
+  by_target = {r["target"]: r for r in report.aggregate(rows)}
+  nd, sca = by_target["no_defense"], by_target["sca"]
+  assert (nd["n"], nd["mean"], nd["std"]) == (3, 2.0, 1.0)
+  # Resampling 3 values: all-lowest has probability 1/27 = 3.7% > 2.5%, so
+  # the 2.5th and 97.5th percentiles of the resampled means are min and max.
+  assert (nd["ci_low"], nd["ci_high"]) == (1.0, 3.0)
+  assert "diff_n" not in nd
+  # sca: mean 4.875; squared deviations 8.265625 + 5.640625 + 0.015625 +
+  # 26.265625 = 40.1875, / 3 -> std sqrt(13.395833) = 3.66003.
+  assert sca["n"] == 4 and sca["mean"] == 4.875
+  assert sca["std"] == pytest.approx(3.66003, abs=1e-5)
+  assert sca["ci_low"] >= 2.0 and sca["ci_high"] <= 10.0
+  # Paired over seeds 0-2 only (seed 3 has no No-Defense run): 1, 0.5, 2.
+  assert sca["diff_n"] == 3 and sca["diff_mean"] == pytest.approx(7 / 6)
+  assert (sca["diff_ci_low"], sca["diff_ci_high"]) == (0.5, 2.0)
+
+
+def test_bootstrap_ci_matches_the_normal_interval_for_many_seeds():
+  values = [float(v) for v in range(40)]  # mean 19.5, sd of mean 1.8028
+  lo, hi = report.bootstrap_ci(values)
+  half = 1.96 * math.sqrt(sum((v - 19.5) ** 2 for v in values) / 40) / 40**.5
+  assert lo == pytest.approx(19.5 - half, abs=0.25)
+  assert hi == pytest.approx(19.5 + half, abs=0.25)
+  assert report.bootstrap_ci(values) == (lo, hi)  # seeded
+  assert all(math.isnan(x) for x in report.bootstrap_ci([1.0]))
+
+
+def test_rewrite_section_replaces_only_between_markers(tmp_path):
+  readme = tmp_path / "README.md"
+  readme.write_text("intro\n<!-- sweep:v:begin -->\nold\n<!-- sweep:v:end -->"
+                    "\noutro\n")
+  report.rewrite_section(readme, "v", "new table")
+  assert readme.read_text() == ("intro\n<!-- sweep:v:begin -->\nnew table\n"
+                                "<!-- sweep:v:end -->\noutro\n")
+  with pytest.raises(ValueError, match="sweep:other:begin"):
+    report.rewrite_section(readme, "other", "x")
+
+
+def test_write_report_tables_figures_and_readme(tmp_path, monkeypatch):
+  rows = []
+  for target, defense, lam, eps, shift in (
+      ("no_defense", "no_defense", None, None, 0.0),
+      ("sca_lam0.1", "sca", 0.1, None, -1.0),
+      ("sca_lam0.5", "sca", 0.5, None, -2.0),
+      ("dp_a", "dp_sgd", None, 1.0, -3.0),
+      ("dp_b", "dp_sgd", None, 8.0, -0.5)):
+    for metric, threat, base in (("psnr", "split", 20.0),
+                                 ("test_accuracy", "target", 0.9)):
+      rows += _rows(target, defense, {0: base + shift, 1: base + shift + .2},
+                    metric, threat, lam, eps)
+  monkeypatch.setattr(report.results_lib, "load_results", lambda root: rows)
+  readme = tmp_path / "README.md"
+  readme.write_text("<!-- sweep:demo:begin -->\n<!-- sweep:demo:end -->\n")
+  out = tmp_path / "results" / "demo"
+  report.write_report(tmp_path, out, readme=readme)
+  names = sorted(p.name for p in out.iterdir())
+  assert names == ["dp_epsilon_mnist_psnr.png", "frontier_mnist_psnr.png",
+                   "lambda_mnist_psnr.png", "summary.csv", "summary.md"]
+  md = (out / "summary.md").read_text()
+  assert "### mnist: split" in md and "| sca_lam0.1 | 19.1 ± 0.1414" in md
+  text = readme.read_text()
+  assert "### mnist: target" in text
+  assert "![frontier_mnist_psnr](results/demo/frontier_mnist_psnr.png)" in text

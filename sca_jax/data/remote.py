@@ -8,7 +8,9 @@ readers stay pure and the tests can point the cache at a temporary folder
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -18,6 +20,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 CACHE_ENV = "SCA_JAX_CACHE_DIR"
+# Replaces every publisher URL by <this>/<data set name>/<file name>: a local
+# mirror, or the test's HTTP server.
+DOWNLOAD_URL_ENV = "SCA_JAX_DOWNLOAD_URL"
 # Bump when a reader's output for the same files changes, to drop old caches.
 CACHE_VERSION = 1
 _CHUNK = 1 << 20
@@ -78,45 +83,71 @@ def cached_arrays(
   return arrays
 
 
+def _digest(path: Path, algorithm: str) -> str:
+  h = hashlib.new(algorithm)
+  with open(path, "rb") as f:
+    while chunk := f.read(_CHUNK):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _progress(url: str, done: int, total: int | None, final: bool = False):
+  size = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f}" if total else "")
+  end = "\n" if final else "\r"
+  print(f"downloading {url}: {size} MB", end=end, file=sys.stderr, flush=True)
+
+
 def download(url: str, dest: Path, md5: str | None = None,
              sha256: str | None = None, timeout: float = 60.0) -> Path:
   """Downloads `url` to `dest` unless a file with the right checksum is there.
 
+  The bytes go to a temporary file beside `dest` that is renamed only once
+  complete and verified, so an interrupted or corrupt download never leaves
+  a file that a later run would read.
+
   Raises:
-    ConnectionError: the download failed (e.g. no network); the message says
-      where to put the file by hand.
-    ValueError: the downloaded file has the wrong checksum.
+    ConnectionError: the download failed or stopped early (e.g. no network);
+      the message says where to put the file by hand.
+    ValueError: the downloaded file has the wrong checksum (nothing is kept).
   """
   dest = Path(dest)
-
-  def checksum_ok(path: Path) -> bool:
-    if md5 is None and sha256 is None:
-      return True
-    h = hashlib.md5() if md5 is not None else hashlib.sha256()
-    with open(path, "rb") as f:
-      while chunk := f.read(_CHUNK):
-        h.update(chunk)
-    return h.hexdigest() == (md5 if md5 is not None else sha256)
-
-  if dest.exists() and checksum_ok(dest):
+  algorithm, expected = ("md5", md5) if md5 else ("sha256", sha256)
+  if dest.exists() and (expected is None or
+                        _digest(dest, algorithm) == expected):
     return dest
   dest.parent.mkdir(parents=True, exist_ok=True)
   tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
   try:
     with urllib.request.urlopen(url, timeout=timeout) as response, open(
         tmp, "wb") as f:
+      total = response.headers.get("Content-Length") if hasattr(
+          response, "headers") else None
+      total = int(total) if total else None
+      done, shown = 0, 0
       while chunk := response.read(_CHUNK):
         f.write(chunk)
-  except (urllib.error.URLError, OSError) as e:
+        done += len(chunk)
+        if done - shown >= 8 * _CHUNK:
+          _progress(url, done, total)
+          shown = done
+      _progress(url, done, total, final=True)
+      if total is not None and done != total:
+        raise ConnectionError(f"got {done} of {total} bytes")
+  except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
     tmp.unlink(missing_ok=True)
     raise ConnectionError(
         f"could not download {url} to {dest}: {e}. If this machine is "
         f"offline, fetch the file elsewhere, put it under "
         f"<data_dir>/<data set name>/ and set config.data.data_dir or "
-        f"SCA_JAX_DATA_DIR to <data_dir>.") from e
-  if not checksum_ok(tmp):
-    tmp.unlink(missing_ok=True)
-    raise ValueError(f"{url} downloaded with a wrong checksum; not saved")
+        f"SCA_JAX_DATA_DIR to <data_dir> (docs/data.md).") from e
+  if expected is not None:
+    actual = _digest(tmp, algorithm)
+    if actual != expected:
+      tmp.unlink(missing_ok=True)
+      raise ValueError(
+          f"{url} downloaded with {algorithm} {actual}, expected {expected}: "
+          f"the file is corrupt or not the published one; nothing was saved "
+          f"to {dest}. Retry, or check {DOWNLOAD_URL_ENV} if it is set.")
   os.replace(tmp, dest)
   return dest
 
@@ -140,9 +171,11 @@ def tfds_examples(
         builder_kwargs={"file_format": "array_record"})
   except Exception as e:  # TFDS raises many types; all mean "not available".
     raise RuntimeError(
-        f"tfds.data_source({name!r}) failed: {e}. To use local files "
-        f"instead, set config.data.data_dir or SCA_JAX_DATA_DIR to a folder "
-        f"holding {name}/ in the published format.") from e
+        f"tfds.data_source({name!r}) failed: {e}. Preparing a TFDS data set "
+        f"needs TensorFlow: pip install -e '.[tfds-prepare]'. To use local "
+        f"files instead, set config.data.data_dir or SCA_JAX_DATA_DIR to a "
+        f"folder holding {name}/ in the published format "
+        f"(docs/data.md).") from e
   convert = convert or (lambda example: example)
   out = []
   for source in sources:

@@ -1,9 +1,12 @@
 """Data sources by name: every image of a data set, pooled, as uint8 arrays.
 
 `load_source(name, data_dir)` reads `<data_dir>/<name>/` in the format the
-data set is published in; with no data dir it downloads (TFDS array_record
-data sources, or the data set's own URL). Official train and test parts are
-pooled, train first, because the project re-splits 70/30 itself.
+data set is published in; with no data dir it downloads the publisher's
+files (checksummed, `published.py`) and reads them the same way; CelebA,
+which has no direct download, comes from TFDS; `data_dir="tfds"` reads any
+of them through TFDS. `name="folder"` / `"npz"` read the user's own data
+(`own.py`). Official train and test parts are pooled, train first, because
+the project re-splits 70/30 itself.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from sca_jax.data import own
+from sca_jax.data import published
 from sca_jax.data import readers
 from sca_jax.data import remote
 from sca_jax.registry import Registry
 
 DATA_DIR_ENV = "SCA_JAX_DATA_DIR"
+TFDS = "tfds"  # config.data.data_dir value: read through TFDS data sources
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -33,13 +39,10 @@ PNEUMONIA_CLASSES = ("normal", "pneumonia")
 # several set are skipped). Images are center-cropped and resized to this.
 CELEBA_HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 CELEBA_SIZE = 64
-
-PNEUMONIA_URL = ("https://zenodo.org/records/10519652/files/"
-                 "pneumoniamnist.npz?download=1")
-PNEUMONIA_MD5 = "28209eda62fecd6e6a2d98b1501bb15f"  # medmnist's INFO entry.
-OLIVETTI_URL = "https://ndownloader.figshare.com/files/5976027"  # sklearn's.
-OLIVETTI_SHA256 = (
-    "b612fb967f2dc77c9c62d3e1266e0c73d5fca46a4b8906c18e454d41af987794")
+# Splits each data set has in TFDS (data_dir="tfds").
+TFDS_SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"),
+               "cifar10": ("train", "test"),
+               "celeb_a": ("train", "validation", "test")}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -72,7 +75,9 @@ class RawData:
     return len(self.images)
 
 
-Loader = Callable[[Path | None], RawData]
+# Published sets: loader(<data_dir>/<name> or None to download); own data
+# (own.OWN_SOURCES): loader(path, image_size, channels).
+Loader = Callable[..., RawData]
 SOURCES: Registry[Loader] = Registry("data source")
 
 
@@ -83,9 +88,20 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> str | None:
   return os.environ.get(DATA_DIR_ENV) or None
 
 
-def load_source(name: str, data_dir: str | os.PathLike | None = None
-                ) -> RawData:
+def load_source(name: str, data_dir: str | os.PathLike | None = None,
+                path: str | os.PathLike | None = None,
+                image_size: int | None = None,
+                channels: int | None = None) -> RawData:
   """Loads data source `name`, pooled over its official splits.
+
+  Args:
+    name: a registered source (`SOURCES.names()`).
+    data_dir: the folder holding `<name>/` (else `$SCA_JAX_DATA_DIR`, else
+      download); "tfds" reads TFDS data sources instead.
+    path: the folder or .npz of `name="folder"` / `"npz"`.
+    image_size: if set, every image is center-cropped to a square and
+      resized to image_size x image_size.
+    channels: if set, images are converted to 1 (grey) or 3 (RGB) channels.
 
   Raises:
     ValueError: unknown name (the message lists the allowed ones), or a file
@@ -93,14 +109,45 @@ def load_source(name: str, data_dir: str | os.PathLike | None = None
     FileNotFoundError: a data dir is set but lacks a needed file.
   """
   loader = SOURCES.get(name, field="data.name")
-  root = resolve_data_dir(data_dir)
-  return loader(Path(root).expanduser() / name if root else None)
+  if name in own.OWN_SOURCES:
+    raw = loader(own.require_path(name, path), image_size, channels)
+  else:
+    root = resolve_data_dir(data_dir)
+    if root == TFDS:
+      if name not in TFDS_SPLITS:
+        raise ValueError(f"config.data.data_dir='tfds' reads "
+                         f"{sorted(TFDS_SPLITS)}, not {name!r}")
+      raw = _tfds_source(name)
+    else:
+      raw = loader(Path(root).expanduser() / name if root else None)
+  own.check_classes(raw.labels, raw.origin)
+  if channels is not None:
+    raw = dataclasses.replace(raw, images=readers.convert_channels(
+        raw.images, channels, "config.data.channels"))
+  if image_size is not None:
+    raw = dataclasses.replace(raw, images=readers.resize_images(
+        raw.images, image_size))
+  return raw
+
+
+def _tfds_source(name: str) -> RawData:
+  if name == "celeb_a":
+    # Decoding ~200k full-size JPEGs takes minutes: cache the 64x64 result.
+    arrays = remote.cached_arrays(
+        "celeb_a-tfds", f"tfds:celeb_a:{os.environ.get('TFDS_DATA_DIR')}",
+        lambda: _celeba_arrays(_from_tfds(
+            "celeb_a", TFDS_SPLITS[name], CELEBA_HAIR, _celeba_example)))
+    return _from_cache(arrays, "tfds:celeb_a (train+validation+test)")
+  classes = {"mnist": MNIST_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES,
+             "cifar10": CIFAR10_CLASSES}[name]
+  return _from_tfds(name, TFDS_SPLITS[name], classes)
 
 
 def _require(path: Path, name: str, what: str, can_download: bool = True
              ) -> Path:
   if not path.exists():
-    fallback = " or leave both unset to download it" if can_download else ""
+    fallback = (" or leave both unset to download it" if can_download
+                else " (docs/data.md says where to get it)")
     raise FileNotFoundError(
         f"{path} not found (expected {what}). Point config.data.data_dir or "
         f"the {DATA_DIR_ENV} environment variable at the folder that holds "
@@ -143,8 +190,7 @@ def _idx_file(folder: Path, stem: str) -> Path:
 
 
 def _idx_source(name: str, folder: Path | None, class_names) -> RawData:
-  if folder is None:
-    return _from_tfds(name, ("train", "test"), class_names)
+  folder = folder or published.fetch(name)
   images, labels, files = [], [], []
   for split in ("train", "t10k"):
     x_path = _idx_file(folder, f"{split}-images-idx3-ubyte")
@@ -172,10 +218,14 @@ def _fashion_mnist(folder: Path | None) -> RawData:
 
 @SOURCES.register("cifar10")
 def _cifar10(folder: Path | None) -> RawData:
-  if folder is None:
-    return _from_tfds("cifar10", ("train", "test"), CIFAR10_CLASSES)
+  folder = folder or published.fetch("cifar10")
+  official = folder / "cifar-10-python.tar.gz"
+  if official.exists():
+    images, labels = readers.read_cifar10_python_tar(official)
+    return _raw(images, labels, CIFAR10_CLASSES, str(official))
   path = _require(folder / "cifar10-jpeg.tar.gz", "cifar10",
-                  "a tar of cifar10/{train,test}/<class>/*.jpg")
+                  "the official cifar-10-python.tar.gz, or a tar of "
+                  "cifar10/{train,test}/<class>/*.jpg")
 
   def build():
     images, labels, names = readers.read_image_tar(path, mode="RGB")
@@ -189,13 +239,9 @@ def _cifar10(folder: Path | None) -> RawData:
 
 @SOURCES.register("olivetti_faces")
 def _olivetti_faces(folder: Path | None) -> RawData:
-  if folder is None:
-    path = remote.download(
-        OLIVETTI_URL, remote.cache_dir() / "olivetti_faces" /
-        "olivettifaces.mat", sha256=OLIVETTI_SHA256)
-  else:
-    path = _require(folder / "olivettifaces.mat", "olivetti_faces",
-                    "the .mat file scikit-learn reads")
+  folder = folder or published.fetch("olivetti_faces")
+  path = _require(folder / "olivettifaces.mat", "olivetti_faces",
+                  "the .mat file scikit-learn reads")
   faces = scipy.io.loadmat(path).get("faces")
   if faces is None or faces.dtype != np.uint8 or faces.shape[0] != 64 * 64:
     raise ValueError(f"{path} has no uint8 'faces' array of 4096 x N")
@@ -207,13 +253,9 @@ def _olivetti_faces(folder: Path | None) -> RawData:
 
 @SOURCES.register("pneumoniamnist")
 def _pneumoniamnist(folder: Path | None) -> RawData:
-  if folder is None:
-    path = remote.download(
-        PNEUMONIA_URL, remote.cache_dir() / "pneumoniamnist" /
-        "pneumoniamnist.npz", md5=PNEUMONIA_MD5)
-  else:
-    path = _require(folder / "pneumoniamnist.npz", "pneumoniamnist",
-                    "a MedMNIST .npz with {train,val,test}_{images,labels}")
+  folder = folder or published.fetch("pneumoniamnist")
+  path = _require(folder / "pneumoniamnist.npz", "pneumoniamnist",
+                  "a MedMNIST .npz with {train,val,test}_{images,labels}")
   images, labels = [], []
   with np.load(path, allow_pickle=False) as npz:
     for split in ("train", "val", "test"):
@@ -229,8 +271,8 @@ def _pneumoniamnist(folder: Path | None) -> RawData:
 
 def _image_folder(folder: Path, stem: str, size: int | None,
                   mode: str | None) -> RawData:
-  """`<folder>/<class>/<image>`, decoded once and then cached."""
-  files, labels, names = readers.list_image_folder(folder)
+  """`<folder>/<class>/<image>` (>= 2 classes), decoded once, then cached."""
+  files, labels, names = own.list_folder(folder)
 
   def build():
     images = readers.read_images(files, folder, size=size, mode=mode)
@@ -264,14 +306,13 @@ def _celeba_example(example: dict[str, Any]) -> tuple[np.ndarray, int] | None:
 @SOURCES.register("celeb_a")
 def _celeb_a(folder: Path | None) -> RawData:
   if folder is None:
-    # Decoding ~200k full-size JPEGs takes minutes: cache the 64x64 result.
-    arrays = remote.cached_arrays(
-        "celeb_a-tfds", f"tfds:celeb_a:{os.environ.get('TFDS_DATA_DIR')}",
-        lambda: _celeba_arrays(_from_tfds(
-            "celeb_a", ("train", "validation", "test"), CELEBA_HAIR,
-            _celeba_example)))
-    return _from_cache(arrays, "tfds:celeb_a (train+validation+test)")
+    # No direct download (the publisher shares it through Google Drive):
+    # TFDS prepares it (needs the [tfds-prepare] extra) or reads a prepared
+    # copy; the Kaggle files are the offline route.
+    return _tfds_source("celeb_a")
   attr = folder / "list_attr_celeba.txt"
+  if not attr.exists() and (folder / "list_attr_celeba.csv").exists():
+    attr = folder / "list_attr_celeba.csv"  # Kaggle's copy.
   if attr.exists():
     img_dir = folder / "img_align_celeba"
     if (img_dir / "img_align_celeba").is_dir():  # Kaggle's zip nests it.
@@ -304,3 +345,21 @@ def _celeb_a(folder: Path | None) -> RawData:
 def _celeba_arrays(raw: RawData) -> dict[str, np.ndarray]:
   return {"images": raw.images, "labels": raw.labels,
           "class_names": np.array(raw.class_names)}
+
+
+@SOURCES.register("folder")
+def _own_folder(path: Path, image_size: int | None,
+                channels: int | None) -> RawData:
+  mode = {None: None, 1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
+  if channels is not None and mode is None:
+    raise ValueError(f"config.data.channels={channels}: an image folder "
+                     f"converts to 1 (grey), 3 (RGB) or 4 (RGBA)")
+  return _image_folder(path, "folder", image_size, mode)
+
+
+@SOURCES.register("npz")
+def _own_npz(path: Path, image_size: int | None,
+             channels: int | None) -> RawData:
+  del image_size, channels  # load_source applies them to every source.
+  images, labels, names = own.read_npz(path)
+  return _raw(images, labels, names, str(path))

@@ -1,0 +1,133 @@
+"""Figures of a sweep (matplotlib PNG), from the rows and their summary.
+
+- `frontier_<dataset>_<metric>.png`: test accuracy against a leak metric, one
+  point per target with its bootstrap intervals, a panel per threat model;
+- `lambda_<dataset>_<metric>.png`: leakage against SCA / Sparse-Standard
+  lambda (when the sweep has two lambdas or more);
+- `dp_epsilon_<dataset>_<metric>.png`: leakage against the DP-SGD epsilon
+  (when two DP-SGD targets or more), No-Defense as a dashed line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+from sca_jax import report  # pylint: disable=wrong-import-position
+from sca_jax import results as results_lib  # pylint: disable=wrong-import-position
+
+LAMBDA_DEFENSES = ("sca", "sparse_standard")
+
+
+def _err(r: dict[str, Any]) -> list[list[float]] | None:
+  lo, hi = r["ci_low"], r["ci_high"]
+  if np.isnan(lo):
+    return None
+  return [[r["mean"] - lo], [hi - r["mean"]]]
+
+
+def _panels(n: int, title: str, columns: int = 4):
+  rows, cols = -(-n // columns), min(n, columns)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows),
+                           squeeze=False)
+  fig.suptitle(title)
+  for ax in axes.flat[n:]:
+    ax.set_visible(False)
+  return fig, axes.flat[:n]
+
+
+def _save(fig, path: Path, written: list[Path]) -> None:
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  written.append(path)
+
+
+def write_figures(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+                  out: Path) -> list[Path]:
+  """Writes every figure the rows support; returns their paths."""
+  stat = {tuple(r[k] for k in report.KEY): r for r in summary}
+  targets: dict[tuple[str, str], dict[str, Any]] = {}
+  for r in rows:
+    t = targets.setdefault((r["dataset"], r["target"]), {
+        "defense": r["defense"], "lam": r["lam"], "eps": {}})
+    if r["dp_epsilon"] is not None:  # per seed: the same in all its rows
+      t["eps"][r["seed"]] = r["dp_epsilon"]
+  written: list[Path] = []
+  for dataset in sorted({d for d, _ in targets}):
+    names = [t for d, t in targets if d == dataset]
+    threats = sorted({r["threat_model"] for r in summary
+                      if r["dataset"] == dataset
+                      and r["threat_model"] != results_lib.TARGET})
+    for metric in report.LEAK_METRICS:
+      panels = [th for th in threats
+                if any((dataset, t, th, metric) in stat for t in names)]
+      if not panels:
+        continue
+      _frontier(dataset, metric, panels, names, stat, out, written)
+      _against(dataset, metric, panels, names, stat, targets, out, written,
+               "lambda")
+      _against(dataset, metric, panels, names, stat, targets, out, written,
+               "dp_epsilon")
+  return written
+
+
+def _frontier(dataset, metric, panels, names, stat, out, written) -> None:
+  fig, axes = _panels(len(panels), f"{dataset}: test accuracy vs {metric}")
+  for ax, threat in zip(axes, panels):
+    for t in names:
+      leak = stat.get((dataset, t, threat, metric))
+      acc = stat.get((dataset, t, results_lib.TARGET, "test_accuracy"))
+      if leak is None or acc is None:
+        continue
+      ax.errorbar(leak["mean"], acc["mean"], xerr=_err(leak), yerr=_err(acc),
+                  fmt="o", capsize=3, color=f"C{names.index(t) % 10}")
+      ax.annotate(t, (leak["mean"], acc["mean"]), fontsize=7,
+                  textcoords="offset points", xytext=(3, 3))
+    ax.set(title=threat, xlabel=f"{metric} (lower: less leakage)",
+           ylabel="test accuracy")
+  _save(fig, out / f"frontier_{dataset}_{metric}.png", written)
+
+
+def _against(dataset, metric, panels, names, stat, targets, out, written,
+             axis: str) -> None:
+  """Leakage against lambda (per sparse defense) or DP epsilon."""
+  if axis == "lambda":
+    series = {d: sorted((targets[dataset, t]["lam"], t) for t in names
+                        if targets[dataset, t]["defense"] == d
+                        and targets[dataset, t]["lam"] is not None)
+              for d in LAMBDA_DEFENSES}
+  else:
+    series = {"dp_sgd": sorted((float(np.mean(list(
+        targets[dataset, t]["eps"].values()))), t)
+                               for t in names if targets[dataset, t]["eps"])}
+  if len({x for s in series.values() for x, _ in s}) < 2:
+    return
+  fig, axes = _panels(len(panels), f"{dataset}: {metric} vs {axis}")
+  for ax, threat in zip(axes, panels):
+    for label, points in series.items():
+      pts = [(x, stat[dataset, t, threat, metric]) for x, t in points
+             if (dataset, t, threat, metric) in stat]
+      if not pts:
+        continue
+      errs = [_err(r) or [[0.0], [0.0]] for _, r in pts]
+      ax.errorbar([x for x, _ in pts], [r["mean"] for _, r in pts],
+                  yerr=np.array(errs)[:, :, 0].T, fmt="o-", capsize=3,
+                  label=label)
+    base = [stat[dataset, t, threat, metric] for t in names
+            if targets[dataset, t]["defense"] == report.BASELINE_DEFENSE
+            and (dataset, t, threat, metric) in stat]
+    if base:
+      ax.axhline(base[0]["mean"], ls="--", color="gray", label="no_defense")
+    if axis == "dp_epsilon":
+      ax.set_xscale("log")
+    ax.set(title=threat, xlabel=axis, ylabel=metric)
+    ax.legend(fontsize=7)
+  _save(fig, out / f"{axis}_{dataset}_{metric}.png", written)

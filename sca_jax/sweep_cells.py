@@ -1,0 +1,221 @@
+"""Sweep files and the cells they expand to.
+
+A sweep file is a Python file with
+
+  CONFIG = "configs/experiment.py:defense={defense},dataset={dataset}"
+  OVERRIDES = {"train.epochs": 1}              # optional, every cell
+  AXES = {                                     # product of the axes, in order
+      "dataset": ["mnist", "fashion_mnist"],
+      "target": [{"name": "no_defense", "defense": "no_defense"},
+                 {"name": "sca_lam0.1", "defense": "sca", "defense.lam": 0.1}],
+      "seed": [0, 1, 2],
+  }
+
+AXES may also be a list of such dicts: the cells of each, in turn (e.g. a
+full grid plus a few extra cells).
+
+An axis value is a scalar or a dict. A key (or scalar axis) whose name
+appears as `{key}` in CONFIG fills the template; every other key is a config
+override (`--config.<key>=<value>`); a dict's "name" is its label. Each cell
+is one run of `python -m sca_jax.main --config=<spec> --workdir=<root>/<cell>
+--config.<field>=<value>...`, in the directory `<label>/<label>/...` (one
+level per axis: `mnist/sca_lam0.1/seed0`), stable as long as the labels are.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import itertools
+import json
+import os
+import shlex
+import string
+from pathlib import Path
+from typing import Any
+
+CELL_FILE = "cell.json"      # the cell's labels and command, sweep-written
+STATUS_FILE = "status.json"  # running / done / failed, with times
+LOG_FILE = "log.txt"         # the experiment's stdout and stderr
+RESULTS_FILE = "results.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One experiment run of a sweep."""
+  name: str                          # relative directory, e.g. mnist/sca/seed0
+  config: str                        # config spec, e.g. configs/mnist_sca.py
+  overrides: tuple[tuple[str, Any], ...]
+  labels: tuple[tuple[str, str], ...]  # (axis, label) in axis order
+
+  def workdir(self, root: str | Path) -> Path:
+    return Path(root) / self.name
+
+  def argv(self, root: str | Path) -> list[str]:
+    """The experiment entry's command line (without the interpreter)."""
+    return ["-m", "sca_jax.main", f"--config={self.config}",
+            f"--workdir={self.workdir(root)}"] + [
+                f"--config.{k}={_flag_value(v)}" for k, v in self.overrides]
+
+  def command(self, root: str | Path) -> str:
+    return " ".join(["python", *(shlex.quote(a) for a in self.argv(root))])
+
+
+def _flag_value(v: Any) -> str:
+  # absl's config flags parse tuples/lists/numbers as Python literals.
+  return repr(v) if isinstance(v, (tuple, list)) else str(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  name: str
+  config: str
+  overrides: dict[str, Any]
+  axes: list[dict[str, list[Any]]]  # the union of each dict's product
+
+
+def load_sweep(path: str | Path) -> Sweep:
+  """Reads a sweep file; ValueError naming the variable if it is malformed."""
+  path = Path(path)
+  if not path.is_file():
+    raise ValueError(f"--sweep={path}: no such file")
+  spec = importlib.util.spec_from_file_location(f"sweep_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = getattr(module, "CONFIG", None)
+  axes = getattr(module, "AXES", None)
+  if not isinstance(config, str) or not config:
+    raise ValueError(f"{path}: CONFIG must be a config spec string such as "
+                     "'configs/experiment.py:defense={defense}', got "
+                     f"{config!r}")
+  groups = axes if isinstance(axes, list) else [axes]
+  if not groups or not all(
+      isinstance(g, dict) and g and all(
+          isinstance(v, (list, tuple)) and v for v in g.values())
+      for g in groups):
+    raise ValueError(f"{path}: AXES must map axis names to non-empty lists "
+                     f"(or be a list of such dicts), got {axes!r}")
+  return Sweep(path.stem, config, dict(getattr(module, "OVERRIDES", {})),
+               [{k: list(v) for k, v in g.items()} for g in groups])
+
+
+def _label(axis: str, value: Any) -> str:
+  """A dict's "name", else its items' labels joined: "sca_lam0.1"."""
+  if isinstance(value, dict):
+    if "name" in value:
+      return str(value["name"])
+    return "_".join(_label(k, v) for k, v in value.items())
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return f"{axis.split('.')[-1]}{value}"  # seed0, lam0.25
+  return str(value)
+
+
+def expand(sweep: Sweep) -> list[Cell]:
+  """The cells of the product of the axes, in axis order."""
+  fields = {f for _, f, _, _ in string.Formatter().parse(sweep.config) if f}
+  cells, names = [], set()
+  combos = [list(zip(g, values)) for g in sweep.axes
+            for values in itertools.product(*g.values())]
+  for combo in combos:
+    template, overrides = {}, dict(sweep.overrides)
+    labels = []
+    for axis, value in combo:
+      labels.append((axis, _label(axis, value)))
+      items = ({k: v for k, v in value.items() if k != "name"}
+               if isinstance(value, dict) else {axis: value})
+      for k, v in items.items():
+        (template if k in fields else overrides)[k] = v
+    missing = fields - template.keys()
+    if missing:
+      raise ValueError(f"sweep {sweep.name}: CONFIG {sweep.config!r} needs "
+                       f"{sorted(missing)}, which no axis sets for {labels}")
+    name = "/".join(label for _, label in labels)
+    if name in names:
+      raise ValueError(f"sweep {sweep.name}: two cells are named {name!r}; "
+                       "give the axis values distinct 'name's")
+    names.add(name)
+    cells.append(Cell(name, sweep.config.format(**template),
+                      tuple(overrides.items()), tuple(labels)))
+  return cells
+
+
+def load_config(spec: str, overrides: tuple[tuple[str, Any], ...] = ()):
+  """The ConfigDict `python -m sca_jax.main --config=spec` would run."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+  if module_spec is None:
+    raise ValueError(f"config spec {spec!r}: no such config file")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  for field, value in overrides:
+    set_field(config, field, value)
+  return config
+
+
+def set_field(config, dotted: str, value: Any) -> None:
+  """config['a.b.c'] = value, parsing strings as Python literals."""
+  if isinstance(value, str):
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # a plain string
+  *parents, leaf = dotted.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  if leaf not in node:
+    raise ValueError(f"config field {dotted!r} does not exist")
+  node[leaf] = value
+
+
+def _as_json(obj: Any) -> Any:
+  return json.loads(json.dumps(obj, default=str))
+
+
+def is_finished(cell: Cell, root: str | Path) -> bool:
+  """results.json is there and was made by exactly this cell's config.
+
+  A cell whose config cannot be loaded here counts as not finished: running
+  it reports the error in its log.
+  """
+  path = cell.workdir(root) / RESULTS_FILE
+  if not path.exists():
+    return False
+  try:
+    saved = json.loads(path.read_text()).get("config")
+    config = load_config(cell.config, cell.overrides)
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return saved == _as_json(config.to_dict())
+
+
+def state(cell: Cell, root: str | Path) -> str:
+  """finished / failed / running / interrupted / todo, from the cell's files.
+
+  "running" on this host whose process is gone is "interrupted" (e.g. a
+  killed sweep); on another host (a SLURM node) it is taken as written.
+  """
+  if is_finished(cell, root):
+    return "finished"
+  try:
+    status = json.loads((cell.workdir(root) / STATUS_FILE).read_text())
+  except (OSError, ValueError):
+    return "todo"
+  if status.get("state") == "running" and status.get(
+      "host") == os.uname().nodename:
+    try:
+      os.kill(int(status["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+      return "interrupted"
+    except PermissionError:
+      pass  # alive, another user's
+  return status.get("state", "todo")
+
+
+def log_tail(cell: Cell, root: str | Path, lines: int = 15) -> str:
+  path = cell.workdir(root) / LOG_FILE
+  if not path.exists():
+    return "(no log)"
+  return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

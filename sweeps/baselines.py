@@ -1,0 +1,18 @@
+"""The eight baseline defenses beside No-Defense on MNIST, seeds 0, 1, 2
+(27 cells), each with the standard and its adaptive attacks.
+
+  python -m sca_jax.sweep --sweep=sweeps/baselines.py --root=runs/baselines
+  python -m sca_jax.sweep report --root=runs/baselines --out=results/baselines
+"""
+
+# Config spec of every cell; {dataset} and {defense} come from the axes.
+CONFIG = "configs/experiment.py:defense={defense},dataset={dataset}"
+
+OVERRIDES = {}
+
+AXES = {
+    "dataset": ["mnist"],
+    "defense": ["no_defense", "dp_sgd", "bido", "mid", "laplace_noise",
+                "gaussian_noise", "gan_augment", "gong_gan", "gong_gan_pp"],
+    "seed": [0, 1, 2],
+}

@@ -1,0 +1,158 @@
+"""sca_jax.sweep: a tiny grid runs through submitit's local executor, resumes
+without rerunning finished cells, reports failing cells; the SLURM sbatch
+script holds partition, time, GPUs and every cell's command."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sca_jax import report
+from sca_jax import sweep
+from sca_jax import sweep_cells
+
+REPO = Path(__file__).resolve().parents[1]
+
+# tests/conftest.py tiny_config, as command-line overrides.
+TINY = {
+    "data.max_train": 256, "data.max_test": 128, "data.max_aux": 256,
+    "defense.features": (4, 6), "defense.hidden": (32,),
+    "defense.num_iters": 5, "train.epochs": 1, "train.batch_size": 32,
+    "train.eval_batch_size": 128, "train.checkpoint_every": 4,
+    "train.log_every": 2, "attacks": (),
+}
+
+
+def _sweep_file(tmp_path: Path, data_dir: str, broken: bool = True) -> Path:
+  """No-Defense and SCA x seeds 0, 1 at the tiny size; with `broken`, one
+  more cell whose override the experiment rejects."""
+  path = tmp_path / f"tiny_sweep{'_broken' if broken else ''}.py"
+  overrides = dict(TINY, **{"data.data_dir": data_dir})
+  extra = ('{"target": [{"name": "broken", "defense": "no_defense", '
+           '"train.epochs": 0}], "seed": [0]}') if broken else ""
+  path.write_text(f"""
+CONFIG = "configs/experiment.py:defense={{defense}},dataset=mnist"
+OVERRIDES = {overrides!r}
+AXES = [{{
+    "target": [
+        {{"name": "no_defense", "defense": "no_defense"}},
+        {{"name": "sca", "defense": "sca"}},
+    ],
+    "seed": [0, 1],
+}}, {extra}]
+""".replace(", ]", "]"))
+  return path
+
+
+def _run_sweep(argv: list[str]) -> tuple[int, str]:
+  """The command line in a subprocess, as a researcher runs it."""
+  proc = subprocess.run([sys.executable, "-m", "sca_jax.sweep", *argv],
+                        cwd=REPO, capture_output=True, text=True,
+                        env=dict(os.environ, PYTHONPATH=str(REPO)))
+  return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_tiny_grid_runs_resumes_and_reports_failures(tmp_path, data_dir):
+  root = tmp_path / "root"
+  argv = [f"--root={root}", "--executor=local", "--workers=2"]
+  rc, out = _run_sweep([f"--sweep={_sweep_file(tmp_path, data_dir, False)}",
+                        *argv])
+  assert rc == 0, out
+  assert "failed 0 / left 0 of 4" in out
+  good = [f"{t}/seed{s}" for t in ("no_defense", "sca") for s in (0, 1)]
+  for name in good:
+    assert (root / name / "results.json").is_file(), out
+
+  # Interrupt one cell after its last checkpoint: its results.json is gone.
+  # The same grid plus a cell that fails: the failure stops nothing.
+  (root / "sca/seed1/results.json").unlink()
+  before = {n: (root / n / "log.txt").read_text() for n in good}
+  mtimes = {n: (root / n / "results.json").stat().st_mtime_ns
+            for n in good if n != "sca/seed1"}
+  rc, out = _run_sweep([f"--sweep={_sweep_file(tmp_path, data_dir)}", *argv])
+  assert rc == 1, out
+  assert "5 cells, 3 finished earlier, 2 to run" in out
+  assert "--- FAILED broken/seed0" in out
+  assert "config.train.epochs must be >= 1" in out  # the log's tail
+  assert "done 1 (+3 earlier) / running 0 / failed 1 / left 0 of 5" in out
+  for n, t in mtimes.items():  # finished cells were not rerun
+    assert (root / n / "results.json").stat().st_mtime_ns == t
+    assert (root / n / "log.txt").read_text() == before[n]
+  resumed = json.loads((root / "sca/seed1/results.json").read_text())
+  assert resumed["train"]["steps_this_run"] == 0  # from its checkpoint
+  assert resumed["train"]["resumed_from_step"] == resumed["train"]["num_steps"]
+
+  # The report aggregates the two seeds of each target.
+  report.write_report(root, tmp_path / "report")
+  summary = (tmp_path / "report" / "summary.csv").read_text().splitlines()
+  acc = [line for line in summary if ",sca,target,test_accuracy," in line]
+  assert len(acc) == 1 and ",2," in acc[0]
+
+
+def test_dry_run_lists_cells_and_their_commands(tmp_path, capsys):
+  sweep_file = _sweep_file(tmp_path, "/data")
+  assert sweep.main([f"--sweep={sweep_file}", f"--root={tmp_path}",
+                     "--dry_run"]) == 0
+  out = capsys.readouterr().out
+  assert "todo        sca/seed1" in out and "5 cells" in out
+  assert "--config.seed=1" in out and "--config.train.epochs=0" in out
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch) -> Path:
+  """`sbatch` on PATH recording the script it is given (and `srun`, which
+  submitit looks for); returns the recorded script's path."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  record = tmp_path / "sbatch_script.sh"
+  for name, body in (("sbatch", f'cp "$1" {record}\n'
+                      "echo 'Submitted batch job 4242'\n"),
+                     ("srun", "exit 1\n")):
+    (bin_dir / name).write_text("#!/bin/sh\n" + body)
+    (bin_dir / name).chmod((bin_dir / name).stat().st_mode | stat.S_IEXEC)
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  return record
+
+
+def test_slurm_script_has_partition_time_gpus_and_every_command(
+    tmp_path, fake_slurm):
+  sweep_file = _sweep_file(tmp_path, "/data")
+  root = tmp_path / "root"
+  assert sweep.main([
+      f"--sweep={sweep_file}", f"--root={root}", "--executor=slurm",
+      "--slurm.partition=gpu_h100", "--slurm.gpus_per_node=2",
+      "--slurm.cpus_per_task=8", "--timeout_min=240", "--no_wait",
+      "--slurm.setup=module load cuda"]) == 0
+  script = fake_slurm.read_text()
+  for line in ("#SBATCH --partition=gpu_h100", "#SBATCH --time=240",
+               "#SBATCH --gpus-per-node=2", "#SBATCH --cpus-per-task=8",
+               "#SBATCH --array=0-4%5", "\nmodule load cuda\n"):
+    assert line in script, script
+  cells = sweep_cells.expand(sweep_cells.load_sweep(sweep_file))
+  for c in cells:
+    assert c.command(root) in script
+    assert json.loads((root / c.name / "cell.json").read_text())[
+        "command"] == c.command(root)
+
+
+def test_bad_slurm_parameter_and_arguments_are_clear(tmp_path, fake_slurm):
+  del fake_slurm
+  with pytest.raises(ValueError, match="--slurm.*partitoin"):
+    sweep.make_executor("slurm", tmp_path, {"partitoin": "gpu"}, 10)
+  with pytest.raises(SystemExit):
+    sweep.parse_args(["--root=x", "--bogus=1"])
+  with pytest.raises(SystemExit):
+    sweep.parse_args(["report", "--root=x"])  # needs --out
+
+
+def test_progress_line_counts_and_eta():
+  p = sweep.Progress(total=10, skipped=2, workers=2)
+  p.done, p.failed, p.running = 3, 1, 2
+  p.durations = [60.0, 120.0]  # mean 90 s; 2 left + 2 running / 2 on 2
+  line = p.line()
+  assert "done 3 (+2 earlier) / running 2 / failed 1 / left 2 of 10" in line
+  assert line.endswith("ETA 00:02:15")

@@ -1,0 +1,92 @@
+"""sca_jax.sweep_cells: axes expand to named cells with the right command;
+finished means results.json of exactly the cell's config."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sca_jax import sweep_cells
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path, text):
+  path = tmp_path / "s.py"
+  path.write_text(text)
+  return path
+
+
+def test_axes_expand_to_stable_names_template_and_overrides(tmp_path):
+  sweep = sweep_cells.load_sweep(_write(tmp_path, """
+CONFIG = "configs/{dataset}_{defense}.py"
+OVERRIDES = {"train.epochs": 1}
+AXES = {"dataset": ["mnist"],
+        "target": [{"name": "nd", "defense": "no_defense"},
+                   {"defense": "sca", "defense.lam": 0.1}],
+        "seed": [0, 1]}
+"""))
+  cells = sweep_cells.expand(sweep)
+  assert [c.name for c in cells] == [
+      "mnist/nd/seed0", "mnist/nd/seed1",
+      "mnist/sca_lam0.1/seed0", "mnist/sca_lam0.1/seed1"]
+  c = cells[3]
+  assert c.config == "configs/mnist_sca.py"
+  assert dict(c.overrides) == {"train.epochs": 1, "defense.lam": 0.1,
+                               "seed": 1}
+  assert c.argv("/r") == [
+      "-m", "sca_jax.main", "--config=configs/mnist_sca.py",
+      "--workdir=/r/mnist/sca_lam0.1/seed1", "--config.train.epochs=1",
+      "--config.defense.lam=0.1", "--config.seed=1"]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("AXES = {'seed': [0]}", "CONFIG must be"),
+    ("CONFIG = 'c.py'\nAXES = {'seed': []}", "AXES must map"),
+    ("CONFIG = 'configs/{dataset}.py'\nAXES = {'seed': [0]}",
+     r"needs \['dataset'\]"),
+    ("CONFIG = 'c.py'\nAXES = {'t': [{'name': 'a'}, {'name': 'a'}]}",
+     "two cells are named 'a'"),
+])
+def test_malformed_sweeps_are_named(tmp_path, text, match):
+  with pytest.raises(ValueError, match=match):
+    sweep_cells.expand(sweep_cells.load_sweep(_write(tmp_path, text)))
+
+
+def test_finished_only_for_results_of_the_same_config(tmp_path, monkeypatch):
+  monkeypatch.chdir(REPO)
+  cell = sweep_cells.Cell("sca/seed1", "configs/mnist_sca.py",
+                          (("seed", 1), ("defense.lam", "0.25")),
+                          (("target", "sca"), ("seed", "seed1")))
+  assert not sweep_cells.is_finished(cell, tmp_path)  # nothing there
+  config = sweep_cells.load_config(cell.config, cell.overrides)
+  assert config.seed == 1 and config.defense.lam == 0.25
+  cell.workdir(tmp_path).mkdir(parents=True)
+  results = cell.workdir(tmp_path) / "results.json"
+  results.write_text(json.dumps({"config": config.to_dict()}))
+  assert sweep_cells.is_finished(cell, tmp_path)
+  config.defense.lam = 0.5  # results of another experiment: rerun
+  results.write_text(json.dumps({"config": config.to_dict()}))
+  assert not sweep_cells.is_finished(cell, tmp_path)
+  with pytest.raises(ValueError, match="'train.no_such_field' does not exist"):
+    sweep_cells.load_config(cell.config, (("train.no_such_field", 1),))
+
+
+def test_state_tells_running_from_interrupted(tmp_path):
+  cell = sweep_cells.Cell("a", "configs/mnist_sca.py", (), (("t", "a"),))
+  assert sweep_cells.state(cell, tmp_path) == "todo"
+  cell.workdir(tmp_path).mkdir()
+  status = cell.workdir(tmp_path) / "status.json"
+  host = os.uname().nodename
+  status.write_text(json.dumps({"state": "running", "host": host,
+                                "pid": os.getpid()}))
+  assert sweep_cells.state(cell, tmp_path) == "running"
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  status.write_text(json.dumps({"state": "running", "host": host,
+                                "pid": dead.pid}))
+  assert sweep_cells.state(cell, tmp_path) == "interrupted"
+  status.write_text(json.dumps({"state": "failed", "returncode": 1}))
+  assert sweep_cells.state(cell, tmp_path) == "failed"
