@@ -34,9 +34,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sca_jax import metrics
+from sca_jax import batching, metrics
+from sca_jax.cache import CACHE_ENV, cache_dir
 
-CACHE_ENV = "SCA_JAX_CACHE_DIR"
 # Bump when the architecture or training procedure changes: old caches then
 # stop matching instead of being loaded into a different network.
 ARCH_VERSION = "eval_cnn_v3"
@@ -190,10 +190,7 @@ def _fingerprint(splits, cfg, n_train: int) -> str:
 
 
 def cache_root() -> Path:
-  root = os.environ.get(CACHE_ENV)
-  base = Path(root).expanduser() if root else (
-      Path.home() / ".cache" / "sca_jax")
-  return base / "eval_classifiers"
+  return cache_dir("eval_classifiers")
 
 
 def _flat_params(state: nnx.State) -> dict[str, np.ndarray]:
@@ -252,10 +249,8 @@ def _train(model: EvalCNN, x: np.ndarray, y: np.ndarray, cfg, seed: int
 
   rng = np.random.default_rng(seed)
   for e in range(int(cfg.epochs)):
-    perm = rng.permutation(len(x))
     losses = []
-    for i in range(steps):
-      idx = perm[i * bs:(i + 1) * bs]
+    for idx in batching.epoch_batches(rng, len(x), bs):
       params, opt_state, loss = step(params, opt_state, x[idx], y[idx])
       losses.append(loss)
     print(f"[eval_classifier] epoch {e + 1}/{cfg.epochs} "

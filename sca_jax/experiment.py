@@ -28,7 +28,7 @@ from sca_jax import train as train_lib
 from sca_jax import validation
 from sca_jax.checkpoint import Checkpointer, read_fingerprints
 from sca_jax.data import make_splits
-from sca_jax.defenses import DEFENSES, TrainingSet
+from sca_jax.defenses import DEFENSES, TrainingSet, with_defaults
 from sca_jax.models import build_model
 
 # Config sections that decide what a checkpoint holds: resuming under a config
@@ -143,24 +143,27 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   root = jax.random.key(config.seed)
   init_key, train_key, attack_key = jax.random.split(root, 3)
   defense = DEFENSES.get(config.defense.name, field="defense.name")
-  model = build_model(config.defense, splits.image_shape, splits.num_classes,
+  defense_cfg = with_defaults(config.defense)
+  model = build_model(defense_cfg, splits.image_shape, splits.num_classes,
                       init_key)
-  extra = defense.extra_loss(config.defense) if defense.extra_loss else None
+  extra = defense.extra_loss(defense_cfg) if defense.extra_loss else None
   prepared = TrainingSet(splits.train_x, splits.train_y)
   # e.g. real + GAN-generated images; not needed to evaluate a checkpoint.
   if defense.prepare_data is not None and not config.train.skip:
     prepared = TrainingSet.of(defense.prepare_data(
-        config.defense, prepared.x, prepared.y,
+        defense_cfg, prepared.x, prepared.y,
         jax.random.fold_in(train_key, 1)))
   train_x, train_y = prepared.x, prepared.y
   if prepared.init is not None:  # e.g. a model pre-trained on the real data
     _check_same_shapes(nnx.state(model), prepared.init)
     nnx.update(model, prepared.init)
   trainer = train_lib.Trainer(
-      model, config.defense,
+      model, defense_cfg,
       train_lib.make_optimizer(config.train, 1 + config.train.epochs * (
           len(train_x) // config.train.batch_size)), extra,
-      param_loss=prepared.param_loss)
+      param_loss=prepared.param_loss,
+      gradient_hook=(defense.gradient_hook(defense_cfg)
+                     if defense.gradient_hook else None))
 
   if config.train.skip:
     state = Checkpointer(workdir / "checkpoints",
@@ -202,7 +205,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                   "jax": jax.__version__},
   }
   if defense.report is not None:  # e.g. the DP-SGD epsilon
-    results.update(defense.report(config.defense, len(train_x), config.train))
+    results.update(defense.report(defense_cfg, len(train_x), config.train))
   if config.attacks:
     from sca_jax import attacks  # pylint: disable=g-import-not-at-top
     results["attacks"] = attacks.run_attacks(config, model, splits, workdir,

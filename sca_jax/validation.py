@@ -40,14 +40,15 @@ from sca_jax import lca
 from sca_jax import train as train_lib
 from sca_jax.data import splits as splits_lib
 from sca_jax.data.info import describe
-from sca_jax.defenses import DEFENSES
-from sca_jax.models import MODELS, build_model, lca_config
+from sca_jax.defenses import DEFENSES, with_defaults
+from sca_jax.models import MODELS, build_model
+from sca_jax.registry import import_plugins
 
 # Outside this range a learning rate is almost surely a typo (a warning).
 SANE_LEARNING_RATE = (1e-6, 1.0)
 SCHEDULES = ("constant", "cosine")
 # Fields whose default is a number but that also accept None ("no cut").
-_NULLABLE = {"data.max_train", "data.max_test", "data.max_aux",
+_NULLABLE = {"data.max_train", "data.max_test", "data.max_aux", "defense.model",
              "eval_classifier.max_train"}
 
 
@@ -166,8 +167,9 @@ def _check_ranges(config: ml_collections.ConfigDict,
                          ("threshold", lca.THRESHOLDS)):
     if d.get(field, allowed[0]) not in allowed:
       _fail(f"defense.{field}", d[field], f"allowed: {allowed}")
-  if d.name in ("sca", "sparse_standard"):
-    lca_config(d)  # e.g. solver "fista" with a hard threshold
+  defense = DEFENSES.get(d.name, field="defense.name")
+  if defense.check is not None:  # e.g. the LCA settings of sparse defenses
+    defense.check(with_defaults(d))
   t = config.train
   if t.optimizer not in train_lib.OPTIMIZERS:
     _fail("train.optimizer", t.optimizer, f"allowed: {train_lib.OPTIMIZERS}")
@@ -234,9 +236,10 @@ def check_model(config: ml_collections.ConfigDict,
   sections = config.get("attack", None) or {}
   # Selected attacks, and the settings of any other an override may select.
   for name in sorted(set(config.get("attacks", None) or ()) | set(sections)):
-    cfg = attacks.attack_config(name, sections.get(name, None))
-    if cfg.leak not in names:
-      _fail(f"attack.{name}.leak", cfg.leak,
+    leak = attacks.attack_config(name, sections.get(name, None)).get(
+        "leak", None)  # attacks without a leak (Plug-&-Play) query logits
+    if leak is not None and leak not in names:
+      _fail(f"attack.{name}.leak", leak,
             f"not a representation of this model; allowed: {list(names)}")
 
 
@@ -255,6 +258,8 @@ def validate(config: ml_collections.ConfigDict,
 
 
 def _validate(config, warn) -> None:
+  # Plug-ins (`config.imports`) register their components before any lookup.
+  import_plugins(tuple(config.get("imports", None) or ()))
   for path in ("defense.name", "data.name"):
     section, field = path.split(".")
     value = config.get(section, {}).get(field, None)

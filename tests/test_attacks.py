@@ -15,6 +15,7 @@ from PIL import Image
 
 from sca_jax import attacks
 from sca_jax import evaluation
+from sca_jax.attacks import contract
 from sca_jax.attacks import inversion
 from sca_jax.models import build_model
 
@@ -124,12 +125,12 @@ def test_represent_passes_key_to_stochastic_targets(mnist, target):
 
   x = mnist.aux_x[:4]
   keys = jax.random.key(0), jax.random.key(1)
-  plain = inversion.make_represent(target, "first")
+  plain = contract.make_represent(target, "first")
   np.testing.assert_array_equal(plain(x, keys[0]), plain(x, keys[1]))
   for cls in (Emitting, KeyedCall):
     noisy = nnx.clone(target)
     noisy.__class__ = cls
-    represent = inversion.make_represent(noisy, "first")
+    represent = contract.make_represent(noisy, "first")
     assert not np.allclose(represent(x, keys[0]), represent(x, keys[1]))
     np.testing.assert_array_equal(represent(x, keys[0]),
                                   represent(x, keys[0]))

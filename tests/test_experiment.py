@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sca_jax import checkpoint, experiment, validation
+from sca_jax.defenses import DEFENSES
 from conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,22 +139,38 @@ def test_run_with_attacks_reports_them_beside_accuracy(tiny, tmp_path,
   assert set(saved["attacks"]) == {"end_to_end", "split"}
 
 
-@pytest.mark.parametrize("config", sorted(
-    p.name for p in (ROOT / "configs").glob("*.py")))
-def test_every_config_file_loads_and_validates(config):
+def _load_config_file(name: str):
   ns = {}
-  exec((ROOT / "configs" / config).read_text(), ns)  # pylint: disable=exec-used
-  for arg in (None, "paper"):
-    c = ns["get_config"](arg)
+  exec((ROOT / "configs" / name).read_text(), ns)  # pylint: disable=exec-used
+  return ns["get_config"]
+
+
+def test_mnist_sca_config_file_is_the_experiment_config():
+  get_config = _load_config_file("mnist_sca.py")
+  for arg, protocol in ((None, "default"), ("paper", "paper")):
+    c = get_config(arg)
     experiment.validate(c)
+    assert c.to_dict() == _load_config_file("experiment.py")(
+        f"defense=sca,dataset=mnist,protocol={protocol}").to_dict()
   assert c.defense.num_iters == 500 and c.train.epochs == 25
   with pytest.raises(ValueError, match="paper"):
-    ns["get_config"]("huge")
+    get_config("huge")
+
+
+@pytest.mark.parametrize("defense", DEFENSES.names())
+def test_every_defense_reachable_from_the_experiment_config(defense):
+  get_config = _load_config_file("experiment.py")
+  for protocol in ("default", "paper"):
+    c = get_config(f"defense={defense},dataset=fashion_mnist,"
+                   f"protocol={protocol}")
+    experiment.validate(c)
+    assert (c.defense.name, c.data.name) == (defense, "fashion_mnist")
 
 
 def test_main_entry_point_with_overrides(data_dir, tmp_path):
   cmd = [sys.executable, "-m", "sca_jax.main",
-         "--config=configs/mnist_no_defense.py", f"--workdir={tmp_path}",
+         "--config=configs/experiment.py:defense=no_defense",
+         f"--workdir={tmp_path}",
          "--config.data.max_train=128", "--config.data.max_test=64",
          "--config.data.max_aux=64", "--config.train.epochs=1",
          "--config.train.batch_size=32", "--config.defense.hidden=(16,)",

@@ -1,8 +1,11 @@
-"""Which adaptive attacks apply to a target, and query averaging's detector.
+"""Which adaptive attacks apply to a target: sparse codes to decode, a
+differentiable model to feature-invert, and inference-time randomness to
+average away.
 
-Query averaging itself lives in `inversion.query` (field `queries` of every
-attack): a defense that adds fresh noise at inference is queried k times per
-input and the outputs averaged, so zero-mean noise shrinks by sqrt(k).
+Query averaging itself is `contract.query` (field `queries` of every attack
+that queries the target): a defense that adds fresh noise at inference is
+queried k times per input and the outputs averaged, so zero-mean noise
+shrinks by sqrt(k). `is_stochastic` detects such a defense.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from sca_jax.attacks import code_decoding
-from sca_jax.attacks import inversion
+from sca_jax.attacks import contract
 
 
 def is_stochastic(model: nnx.Module, image_shape: tuple[int, int, int]
@@ -20,7 +23,7 @@ def is_stochastic(model: nnx.Module, image_shape: tuple[int, int, int]
   """Whether two queries of the same input with different keys differ in
   any representation the model emits (one compile for all of them)."""
   x = jax.random.uniform(jax.random.key(0), (2, *image_shape))
-  state, leak_fn = inversion.make_leak_fn(model, None)
+  state, leak_fn = contract.make_leak_fn(model, None)
   emit = jax.jit(lambda k: leak_fn(state, x, k))
   a, b = emit(jax.random.key(1)), emit(jax.random.key(2))
   return any(not np.array_equal(a[n], b[n]) for n in a)
