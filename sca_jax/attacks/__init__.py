@@ -2,11 +2,12 @@
 
 Config (every section and field optional except `attacks`):
 
-  config.attacks = ("end_to_end", "split")   # names registered in ATTACKS
+  config.attacks = ("end_to_end", "split", "first_layer")  # ATTACKS names
   config.attack.<name>.<field>                # per-attack overrides of
       # inversion.COMMON_DEFAULTS and the attack's own defaults:
-      #   leak         "last_hidden" (end_to_end) / "first" (split); any name
-      #                of model.representation_names()
+      #   leak         "last_hidden" (end_to_end) / "first_linear" (split) /
+      #                "first" (first_layer); any name of
+      #                model.representation_names() (docs/threat_models.md)
       #   net          "deconv" | "mlp"        net_args  {} (net keywords:
       #                mlp: hidden=(1024,); deconv: channels=64,
       #                min_channels=16, kernel=4)
@@ -38,6 +39,7 @@ from sca_jax import evaluation
 from sca_jax.attacks import code_decoding  # noqa: F401  (registers)
 from sca_jax.attacks import end_to_end  # noqa: F401  (registers)
 from sca_jax.attacks import feature_inversion  # noqa: F401  (registers)
+from sca_jax.attacks import first_layer  # noqa: F401  (registers)
 from sca_jax.attacks import plug_and_play  # noqa: F401  (registers)
 from sca_jax.attacks import split  # noqa: F401  (registers)
 from sca_jax.attacks.inversion import ATTACKS

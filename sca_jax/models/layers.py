@@ -3,8 +3,11 @@
 A `LayerStack` is built from a tuple of layer specs such as
 `("lca:16", "bn", "lca:28", "bn")`, followed by a linear head. Every layer's
 output is recorded under a stable name (`layer0_lca`, `layer1_bn`, ...,
-`hidden0`, ...) so attacks can name the representation they steal; `first`
-and `last_hidden` are aliases for the two threat models of the paper.
+`hidden0`, ...) so attacks can name the representation they steal. Aliases
+name the threat models (docs/threat_models.md): `first` (the first feature
+layer's output: the stricter `first_layer` attack), `first_linear` (the first
+linear layer after the feature layers, post-ReLU: the paper's split leak) and
+`last_hidden` (the end-to-end leak).
 
 Stochastic parts (defenses): a "laplace" layer kind (noise on what crosses the
 split), Gaussian noise on the hidden linear layers at inference
@@ -189,6 +192,10 @@ class LayerStack(nnx.Module):
     logits = self.head(h)
     if self.names:
       reps["first"] = reps[self.names[self.spec.first_index]]
+    if self.hidden_layers:
+      # The paper's split leak (Sec. 3): the first linear layer after the
+      # feature layers, with its ReLU as the authors' `first_part` ends.
+      reps["first_linear"] = reps["hidden0"]
     reps["last_hidden"] = h
     return logits, reps
 
@@ -214,8 +221,9 @@ class LayerStack(nnx.Module):
                                       self.feature_layers) if k == "lca"]
 
   def representation_names(self) -> list[str]:
-    """Names a threat model may leak (`first`, `last_hidden` and every layer)."""
+    """Names a threat model may leak (the aliases and every layer)."""
     hidden = [f"hidden{i}" for i in range(len(self.hidden_layers))]
     if self.spec.bottleneck:
       hidden.append("bottleneck")
-    return ["first", "last_hidden", *self.names, *hidden]
+    aliases = ["first", "first_linear"] if self.hidden_layers else ["first"]
+    return [*aliases, "last_hidden", *self.names, *hidden]
