@@ -41,6 +41,7 @@ from sca_jax.attacks import end_to_end  # noqa: F401  (registers)
 from sca_jax.attacks import feature_inversion  # noqa: F401  (registers)
 from sca_jax.attacks import first_layer  # noqa: F401  (registers)
 from sca_jax.attacks import plug_and_play  # noqa: F401  (registers)
+from sca_jax.attacks import replay  # noqa: F401  (registers)
 from sca_jax.attacks import split  # noqa: F401  (registers)
 from sca_jax.attacks.inversion import ATTACKS
 from sca_jax.attacks.inversion import COMMON_DEFAULTS
