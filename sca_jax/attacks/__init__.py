@@ -17,8 +17,8 @@ Config (every section and field optional except `attacks`):
       # The paper's protocol is epochs 50, batch_size 16
       # (inversion.PAPER_OVERRIDES).
   config.eval_classifier.<field>              # evaluation.DEFAULTS: epochs 3,
-      # batch_size 32, learning_rate 2e-3, max_train 10000, seed 0,
-      # cache True, eval_batch_size 500
+      # batch_size 32, learning_rate 2e-3, max_train 10000,
+      # holdout_fraction 0.2, seed 0, cache True, eval_batch_size 500
 
 `validate(config)` checks all of it without a model or data; `run_attacks`
 also checks each leak name against the model before any compute, trains the
@@ -111,7 +111,8 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
     config: the experiment config (`attacks`, `attack`, `eval_classifier`).
     model: the trained target (`LayerStack`); only read, never updated.
     splits: `sca_jax.data.Splits`: attacks train on `aux_*`, reconstruct
-      `train_*`; the evaluation classifier trains on `train_*`.
+      `train_*`; the evaluation classifier trains on part of `test_*`,
+      never on the reconstructed images.
     workdir: pictures are written to `<workdir>/attacks/<name>.png`.
     key: randomness; each attack gets a key folded from its name, so adding
       or removing an attack does not change the others.
