@@ -28,9 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-# Reconstructions per distance block: (block, N, D) float64 stays ~25 MB for
-# N = 512 MNIST images.
-_BLOCK = 8
+# Elements of one (block, M, D) float64 difference array: ~32 MB.
+_BLOCK_ELEMENTS = 4_000_000
 
 
 def squared_distances(a_ND: np.ndarray, b_MD: np.ndarray) -> np.ndarray:
@@ -41,9 +40,10 @@ def squared_distances(a_ND: np.ndarray, b_MD: np.ndarray) -> np.ndarray:
     raise ValueError(f"squared_distances: feature sizes differ, {a.shape[1]} "
                      f"vs {b.shape[1]}")
   out = np.empty((len(a), len(b)))
-  for i in range(0, len(a), _BLOCK):
-    diff = a[i:i + _BLOCK, None, :] - b[None, :, :]
-    out[i:i + _BLOCK] = np.square(diff).sum(axis=-1)
+  block = max(1, _BLOCK_ELEMENTS // max(1, b.size))
+  for i in range(0, len(a), block):
+    diff = a[i:i + block, None, :] - b[None, :, :]
+    out[i:i + block] = np.square(diff).sum(axis=-1)
   return out
 
 
