@@ -51,7 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.defense.features = (16, 28)  # per sparse (or conv) layer
   c.defense.kernel = 5
   c.defense.strides = (2, 2)
-  c.defense.hidden = (500,)
+  # The authors' MNIST-type head: linear layers 500, 500, 28, 500 (ReLU
+  # between) after the feature layers, then the classifier.
+  c.defense.hidden = (500, 500, 28, 500)
   c.defense.lam = 0.5
   # FISTA on the LCA objective: the same sparse codes as the LCA dynamics in
   # far fewer iterations (README: gap to the optimum per layer). The paper's
@@ -85,7 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
   # adaptive attacks); MLP inversion nets on CPU (the
   # transposed-conv net is ~17x slower here and no better end to end).
   attack_defaults = attacks.default_config()
-  c.attacks = ("end_to_end", "split")
+  # The paper's two threat models and the stricter first-layer leak
+  # (docs/threat_models.md).
+  c.attacks = ("end_to_end", "split", "first_layer")
   c.attack = attack_defaults.attack
   for name in c.attack:  # incl. the *_averaged variants adaptive runs add
     if "net" in c.attack[name]:  # the learned inversions

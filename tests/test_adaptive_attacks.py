@@ -211,7 +211,8 @@ class _FakeEvaluator:
 
 # Every key the learned inversion attacks report (inversion.py).
 COMMON_KEYS = {"attack", "leak", "inversion_net", "psnr", "ssim", "fid",
-               "attack_accuracy", "floor", "fid_feature_network",
+               "attack_accuracy", "floor", "floors", "reidentification",
+               "fid_feature_network",
                "eval_classifier", "num_images", "num_aux_train",
                "num_aux_val", "train_time_s", "history", "total_time_s",
                "grid", "config"}
@@ -219,7 +220,8 @@ COMMON_KEYS = {"attack", "leak", "inversion_net", "psnr", "ssim", "fid",
 
 def test_adaptive_attacks_report_like_inversion_attacks(sca, images, tmp_path):
   splits = SimpleNamespace(aux_x=images[:120], train_x=images[120:],
-                           train_y=np.arange(40) % 2, image_shape=SHAPE)
+                           aux_y=np.arange(120) % 2, train_y=np.arange(40) % 2,
+                           image_shape=SHAPE)
   for name, overrides in (
       ("code_decoding", dict(leak="layer1_bn", queries=2)),
       ("feature_inversion", dict(steps=10, num_images=4))):

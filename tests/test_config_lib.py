@@ -15,8 +15,8 @@ def test_config_lists_standard_then_the_defenses_adaptive_attacks(name):
   defense = DEFENSES.get(name)
   for arg in (None, "paper"):
     c = config_lib.get_config(arg, name=name, dataset="mnist")
-    assert c.attacks[:2] == ("end_to_end", "split")
-    assert c.attacks[2:] == defense.adaptive_attacks
+    assert c.attacks[:3] == ("end_to_end", "split", "first_layer")
+    assert c.attacks[3:] == defense.adaptive_attacks
     assert c.defense.model == defense.model
     for field, value in (defense.defaults(arg == "paper")
                          if defense.defaults else {}).items():
@@ -33,16 +33,18 @@ def test_listed_adaptive_attacks_cover_what_the_model_exposes(name):
   model = build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))
   exposed = applicability.applicable_adaptive_attacks(model, (28, 28, 1))
   listed = set(c.attacks)
+  averaged = {"split_averaged", "first_layer_averaged", "end_to_end_averaged"}
   assert "feature_inversion" in listed
   assert ("code_decoding" in exposed) == ("code_decoding" in listed)
   if "queries" in exposed:
-    assert {"split_averaged", "end_to_end_averaged"} <= listed
+    assert averaged <= listed
   else:  # averaging a deterministic leak would only cost time
-    assert not {"split_averaged", "end_to_end_averaged"} & listed
+    assert not averaged & listed
 
 
 def test_averaged_variants_average_sixteen_queries_on_their_leaks():
-  for name, leak in (("split_averaged", "first"),
+  for name, leak in (("split_averaged", "first_linear"),
+                     ("first_layer_averaged", "first"),
                      ("end_to_end_averaged", "last_hidden")):
     cfg = attacks.attack_config(name)
     assert (cfg.leak, cfg.queries) == (leak, 16)

@@ -2,13 +2,14 @@
 
 Config (every section and field optional except `attacks`):
 
-  config.attacks = ("end_to_end", "split")   # names registered in ATTACKS
+  config.attacks = ("end_to_end", "split", "first_layer")  # ATTACKS names
   config.attack.<name>.<field>                # per-attack overrides of
       # contract.COMMON_DEFAULTS (grid_per_group 4, eval_batch_size 256) and
       # the attack's own defaults (`AttackSpec.defaults`); attacks that query
       # the target add contract.LEAK_DEFAULTS:
-      #   leak         "last_hidden" (end_to_end) / "first" (split); any name
-      #                of model.representation_names()
+      #   leak         "last_hidden" (end_to_end) / "first_linear" (split) /
+      #                "first" (first_layer); any name of
+      #                model.representation_names() (docs/threat_models.md)
       #   num_images 512, represent_batch_size 256, queries 1
       # and the learned inversions (inversion.INVERSION_DEFAULTS):
       #   net          "deconv" | "mlp"        net_args  {} (net keywords:
@@ -19,8 +20,8 @@ Config (every section and field optional except `attacks`):
       # The paper's protocol: `AttackSpec.paper_overrides` (learned
       # inversions: epochs 50, batch_size 16).
   config.eval_classifier.<field>              # evaluation.DEFAULTS: epochs 3,
-      # batch_size 32, learning_rate 2e-3, max_train 10000, seed 0,
-      # cache True, eval_batch_size 500
+      # batch_size 32, learning_rate 2e-3, max_train 10000,
+      # holdout_fraction 0.2, seed 0, cache True, eval_batch_size 500
 
 Every module of this package is imported here (each registers itself); an
 attack outside the package registers the same way (`contract.ATTACKS`) and is
@@ -113,7 +114,8 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
     config: the experiment config (`attacks`, `attack`, `eval_classifier`).
     model: the trained target (`LayerStack`); only read, never updated.
     splits: `sca_jax.data.Splits`: attacks train on `aux_*`, reconstruct
-      `train_*`; the evaluation classifier trains on `train_*`.
+      `train_*`; the evaluation classifier trains on part of `test_*`,
+      never on the reconstructed images.
     workdir: pictures are written to `<workdir>/attacks/<name>.png`.
     key: randomness; each attack gets a key folded from its name, so adding
       or removing an attack does not change the others.

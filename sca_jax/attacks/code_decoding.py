@@ -229,7 +229,8 @@ def run_code_decoding(cfg: ml_collections.ConfigDict, model: nnx.Module,
         f"{cfg.calibration} ({n_params:,} params, aux PSNR {aux_psnr:.2f} dB)",
         flush=True)
   evaluated = contract.evaluate_reconstructions(
-      name, cfg, recon, x_true, y_true, splits.aux_x, evaluator, workdir)
+      name, cfg, recon, x_true, y_true, splits.aux_x, evaluator, workdir,
+      aux_y=splits.aux_y)
   return dict(
       attack=name, leak=dict(name=cfg.leak, shape=list(rep_shape)),
       inversion_net=dict(name=f"dictionary_decode+{cfg.calibration}",

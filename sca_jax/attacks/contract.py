@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from sca_jax import leakage
 from sca_jax import metrics
 from sca_jax.evaluation import EvalClassifier, batched, with_defaults
 from sca_jax.registry import Registry
@@ -186,21 +187,26 @@ def score(recon_NHWC: np.ndarray, x_NHWC: np.ndarray, y_N: np.ndarray,
 def evaluate_reconstructions(name: str, cfg: ml_collections.ConfigDict,
                              recon: np.ndarray, x_true: np.ndarray,
                              y_true: np.ndarray, aux_x: np.ndarray,
-                             evaluator: EvalClassifier, workdir: str | Path
-                             ) -> dict[str, Any]:
-  """Scores, mean-aux-image floor and picture of one reconstruction set.
+                             evaluator: EvalClassifier, workdir: str | Path,
+                             *, aux_y: np.ndarray) -> dict[str, Any]:
+  """Scores, floors, re-identification and picture of one reconstruction set.
 
-  Returns psnr, ssim, fid, attack_accuracy, floor, fid_feature_network,
-  eval_classifier, num_images and grid: the part of an attack's results that
-  every attack (learned or adaptive) reports the same way.
+  Returns psnr, ssim, fid, attack_accuracy, reidentification (pixel, feature,
+  chance), floors (mean_image, class_mean_image, retrieval_oracle: each with
+  the same metrics, see `sca_jax.leakage`), floor (= floors["mean_image"],
+  kept for older readers), fid_feature_network, eval_classifier, num_images
+  and grid: the part of an attack's results that every attack (learned or
+  adaptive) reports the same way.
   """
   n = len(x_true)
   feats_true = evaluator.features(x_true)
   scores, psnr = score(recon, x_true, y_true, evaluator, feats_true)
-  mean_image = aux_x.mean(axis=0, keepdims=True).astype(np.float32)
-  floor, _ = score(np.repeat(mean_image, n, axis=0), x_true, y_true,
-                   evaluator, feats_true)
-  floor["name"] = "mean_aux_image"
+  # Per-image leakage and three floors (sca_jax.leakage).
+  scores["reidentification"] = leakage.reidentification(
+      recon, x_true, evaluator.features, feats_true)
+  floors = leakage.floors(x_true, y_true, aux_x, aux_y, evaluator, score,
+                          feats_true)
+  floor = dict(floors["mean_image"], name="mean_aux_image")
 
   grid = None
   if int(cfg.grid_per_group):
@@ -217,6 +223,11 @@ def evaluate_reconstructions(name: str, cfg: ml_collections.ConfigDict,
         f"(floor {floor['ssim']['mean']:.3f}), FID {scores['fid']:.2f} (floor "
         f"{floor['fid']:.2f}), attack acc "
         f"{scores['attack_accuracy']['mean']:.3f} (floor "
-        f"{floor['attack_accuracy']['mean']:.3f})", flush=True)
-  return dict(**scores, floor=floor, fid_feature_network=evaluator.name,
+        f"{floor['attack_accuracy']['mean']:.3f}), re-id pixel "
+        f"{scores['reidentification']['pixel']:.3f} / feature "
+        f"{scores['reidentification']['feature']:.3f} (chance {1 / n:.4f}, "
+        f"oracle {floors['retrieval_oracle']['reidentification']['pixel']:.3f}"
+        ")", flush=True)
+  return dict(**scores, floor=floor, floors=floors,
+              fid_feature_network=evaluator.name,
               eval_classifier=evaluator.info(), num_images=n, grid=grid)

@@ -142,7 +142,8 @@ def run_feature_inversion(cfg: ml_collections.ConfigDict, model: nnx.Module,
         f"steps, relative match {history[0]:.4f} -> {history[-1]:.4f} "
         f"({opt_time:.1f} s)", flush=True)
   evaluated = contract.evaluate_reconstructions(
-      name, cfg, recon, x_true, y_true, splits.aux_x, evaluator, workdir)
+      name, cfg, recon, x_true, y_true, splits.aux_x, evaluator, workdir,
+      aux_y=splits.aux_y)
   return dict(
       attack=name, leak=dict(name=cfg.leak, shape=list(reps.shape[1:])),
       inversion_net=dict(name="optimised_input",

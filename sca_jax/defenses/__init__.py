@@ -69,7 +69,8 @@ Report = Callable[[ml_collections.ConfigDict, int, ml_collections.ConfigDict],
 # with the known dictionary; fresh inference noise can be averaged away.
 FEATURE_INVERSION = ("feature_inversion", "feature_inversion_end_to_end")
 SPARSE_ADAPTIVE = ("code_decoding",) + FEATURE_INVERSION
-NOISE_ADAPTIVE = ("split_averaged", "end_to_end_averaged") + FEATURE_INVERSION
+NOISE_ADAPTIVE = ("split_averaged", "first_layer_averaged",
+                  "end_to_end_averaged") + FEATURE_INVERSION
 
 
 @dataclasses.dataclass(frozen=True)

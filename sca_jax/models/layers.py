@@ -6,8 +6,11 @@ A `LayerStack` is built from layer specs such as `("lca:16", "bn", "lca:28",
 layers after each hidden layer (`after_hidden`) and before the head
 (`before_head`), then a linear head. Every layer's output is recorded under a
 stable name (`layer0_lca`, `layer1_bn`, ..., `hidden0`, ...) so attacks can
-name the representation they steal; `first` and `last_hidden` are aliases for
-the two threat models of the paper.
+name the representation they steal. Aliases name the threat models
+(docs/threat_models.md): `first` (the first feature layer's output: the
+stricter `first_layer` attack), `first_linear` (the first linear layer after
+the feature layers, post-ReLU: the paper's split leak) and `last_hidden` (the
+end-to-end leak).
 
 Layer kinds are registered in `LAYERS` (`register_layer`): a builder that
 creates the module and says the output shape, and an apply function. Generic
@@ -282,6 +285,10 @@ class LayerStack(nnx.Module):
     logits = self.head(h)
     if self.names:
       reps["first"] = reps[self.names[spec.first_index]]
+    if self.hidden_layers:
+      # The paper's split leak (Sec. 3): the first linear layer after the
+      # feature layers, with its ReLU as the authors' `first_part` ends.
+      reps["first_linear"] = reps["hidden0"]
     reps["last_hidden"] = h
     return logits, reps
 
@@ -292,7 +299,8 @@ class LayerStack(nnx.Module):
             if LAYERS.get(k).sparse]
 
   def representation_names(self) -> list[str]:
-    """Names a threat model may leak (`first`, `last_hidden` and every layer)."""
+    """Names a threat model may leak (the aliases and every layer)."""
     hidden = [f"hidden{i}" for i in range(len(self.hidden_layers))]
     hidden += [s.partition(":")[0] for s in self.spec.before_head]
-    return ["first", "last_hidden", *self.names, *hidden]
+    aliases = ["first", "first_linear"] if self.hidden_layers else ["first"]
+    return [*aliases, "last_hidden", *self.names, *hidden]
