@@ -196,6 +196,14 @@ def test_attacks_learn_beat_floor_and_leave_target_untouched(
   json.dumps(results)  # the caller writes it to results.json
 
 
+def test_progress_eta_is_the_finished_attacks_mean_time_per_attack_left():
+  assert attacks._progress(1, 5, "split", 0.0) == (
+      "attack 1 of 5: split | elapsed 0m00s")
+  # 2 attacks took 60 s: 30 s each, 3 left (this one included).
+  assert attacks._progress(3, 5, "split", 60.0) == (
+      "attack 3 of 5: split | elapsed 1m00s | ETA 1m30s")
+
+
 def test_train_step_is_pure(mnist):
   net = attacks.inversion_nets.build_inversion_net(
       "deconv", (64,), (28, 28, 1), dict(channels=8, min_channels=8),

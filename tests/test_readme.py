@@ -78,6 +78,16 @@ def test_readme_opens_with_install_run_and_the_ci_test_command():
   assert "../shared" not in install + [run]  # users have no ../shared
 
 
+@pytest.mark.parametrize("name", ["verdict", "datasets"])
+def test_results_section_has_the_sweep_report_markers(name):
+  """`python -m sca_jax.sweep report --readme=README.md --name=<name>`
+  rewrites what lies between these (an error if they are missing)."""
+  text = README.read_text()
+  begin, end = f"<!-- sweep:{name}:begin -->", f"<!-- sweep:{name}:end -->"
+  assert text.count(begin) == text.count(end) == 1
+  assert text.index(begin) < text.index(end)
+
+
 def _main_flags(argv: list[str]) -> flags.FlagValues:
   """A fresh parser of `argv` with the flags `sca_jax.main` defines, so that
   a README command naming any other flag fails here as it would there."""
