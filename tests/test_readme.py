@@ -26,8 +26,9 @@ from sca_jax import catalog, sweep, validation
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-# Where CI keeps the published files; the tests map it to `data_dir`.
-SHARED_DATA = "../shared/data"
+# The README's stand-in for the user's data folder; mapped to `data_dir`
+# (the published files, or the small set the tests draw).
+DATA_PLACEHOLDER = "/path/to/data"
 # Appended to the opening run command: a run of seconds, not an hour.
 TINY = (
     "--config.data.max_train=64", "--config.data.max_test=64",
@@ -104,7 +105,7 @@ def _main_flags(argv: list[str]) -> flags.FlagValues:
 
 
 def _check_main(args: list[str], data_dir: str) -> None:
-  argv = ["main"] + [a.replace(SHARED_DATA, data_dir) for a in args]
+  argv = ["main"] + [a.replace(DATA_PLACEHOLDER, data_dir) for a in args]
   fv = _main_flags(argv)
   fv(argv)
   if fv.list:
