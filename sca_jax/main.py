@@ -2,7 +2,8 @@
 
 Config fields can be overridden on the command line, e.g.
 `--config.defense.lam=0.25 --config.train.epochs=1`. Any defense, data set
-and protocol: `--config=configs/experiment.py:defense=..,dataset=..,protocol=..`.
+and protocol:
+`--config=configs/experiment.py:defense=..,dataset=..,protocol=..`.
 
 `python -m sca_jax.main --list` prints every defense, attack, data set and
 protocol, and every config field with its default.
