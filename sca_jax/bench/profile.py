@@ -28,7 +28,7 @@ def hlo_op_names(compiled_text: str) -> dict[str, tuple[str, str]]:
   out = {}
   for line in compiled_text.splitlines():
     m = _INSTR.match(line)
-    # Control flow's events span the ops they run: counted once, below.
+    # A loop's or call's event spans its body's ops, which have their own.
     if m and not re.search(r" (while|call|conditional)\(", line):
       out[m.group(1)] = (m.group(2), m.group(3))
   return out

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sca_jax import config_lib, lca, train
+from sca_jax import config_lib, train
 from sca_jax.bench import profile
 from sca_jax.bench.common import cpu_model
 from sca_jax.models import build_model
@@ -126,7 +126,7 @@ def bench_train_step(batch: int = 64, repeats: int = 5,
       "ideal_seconds": ideal, "ratio_to_ideal": min(seconds) / ideal,
       "host": host()}
   if breakdown:
-    # The jitted step donates its state: profile an undonated copy.
+    # `trainer.train_step` donates its state; this jit does not.
     report["profile"] = profile.profile(
         jax.jit(trainer._train_step),  # pylint: disable=protected-access
         (state[0], x, y, key))
