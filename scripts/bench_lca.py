@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmarks of `sca_jax.lca` on CPU (`sca_jax.bench`); writes one JSON file.
 
-Sections (`--parts`, all by default):
+Sections (`--parts`; all but train_step_ab by default):
   forward      iterations/second of `lca.solve` (batch 64 MNIST, kernel 5,
                stride 1, lambda 0.25, tau 100) for 1->16, 1->64 and 16->28
                features (16->28 codes the first layer's 28x28x16 codes, as
@@ -31,7 +31,13 @@ Sections (`--parts`, all by default):
                dynamics; ours: FISTA) times its iterations to 1%.
   train_step   the whole training step of the stride-1 SCA target against
                its ideal `3 x sparse forward FLOPs / matmul peak`
-               (`sca_jax.bench.train_step`).
+               (`sca_jax.bench.train_step`), with a per-HLO-op profile
+               of one step by category (forward/backward, encode/decode/
+               dictionary gradient, inside/outside the solver's loop).
+  train_step_ab  the same step under sparse-layer `LCAConfig` variants
+               (default unrolled gradients against implicit ones with a
+               capped CG), timed alternately in one process, with each
+               variant's gradient error against the default's.
 
 Timings are minima over repeats (the machine may be shared); the JSON keeps
 the load average around each section. `--update` keeps the sections of an
@@ -55,6 +61,14 @@ if REPO not in sys.path:
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from sca_jax.bench import gradient, lcapt, solver
 from sca_jax.bench.common import KERNEL, LAM, SHAPES, TAU, loadavg, meta
+
+# train_step_ab: the default (first) against implicit gradients of the
+# unconverged 15-step solve, CG capped at 10 and 30 iterations.
+TRAIN_STEP_VARIANTS = {
+    "unrolled": {},
+    "implicit_cg10": {"grad": "implicit", "cg_iters": 10},
+    "implicit_cg30": {"grad": "implicit", "cg_iters": 30, "cg_tol": 1e-4},
+}
 
 
 def parse_args(argv=None):
@@ -121,7 +135,7 @@ def main(argv=None):
       report = json.load(f)  # sections not run now are kept
   report.setdefault("meta_by_section", {
       s: report["meta"] for s in ("forward", "gradient", "convergence", "lcapt",
-                                  "train_step")
+                                  "train_step", "train_step_ab")
       if s in report and "meta" in report})
   report["meta"] = meta()
   report["settings"] = {
@@ -151,6 +165,10 @@ def main(argv=None):
     from sca_jax.bench import train_step
     report["train_step"] = train_step.bench_train_step(args.batch,
                                                        args.repeats)
+  if "train_step_ab" in args.parts:
+    from sca_jax.bench import train_step
+    report["train_step_ab"] = train_step.compare_solver_settings(
+        TRAIN_STEP_VARIANTS, args.batch, args.repeats)
   report["meta"]["loadavg_end"] = loadavg()
   save()
   print(f"wrote {args.out}")

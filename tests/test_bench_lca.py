@@ -1,15 +1,17 @@
 """sca_jax.bench (LCA benchmarks): FISTA against plain LCA on the benchmark's
 own shapes, the script's bookkeeping (skipping lcapt, --update), and the
-training-step benchmark's FLOP count."""
+training-step benchmark's FLOP count, and the per-op profiler."""
 
 import importlib.util
 import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import pytest
 
-from sca_jax.bench import common, solver, train_step
+from sca_jax import lca
+from sca_jax.bench import common, profile, solver, train_step
 from sca_jax.models import build_model
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -88,3 +90,36 @@ def test_sparse_flops_of_the_stride1_sca_step():
 def test_matmul_peak_is_a_rate_of_a_timed_product():
   peak = train_step.matmul_peak(n=256, repeats=2)
   assert 1e8 < peak < 1e14  # FLOP/s of any CPU in service
+
+
+def test_profile_attributes_a_solve_gradient_to_its_convolutions():
+  cfg = lca.LCAConfig(lam=0.1, num_iters=3, solver="fista")
+  D = lca.init_dictionary(jax.random.key(0), 3, 2, 4)
+  x = jax.random.normal(jax.random.key(1), (2, 6, 6, 2))
+  grad = jax.jit(jax.grad(lambda x, D: jnp.sum(lca.solve(x, D, cfg).codes_BHWF),
+                          argnums=1))
+  out = profile.profile(grad, (x, D), steps=1, top=5)
+  cats = out["ms_by_category"]
+  for want in ("forward/encode/in_loop", "forward/decode/in_loop",
+               "backward/encode/in_loop", "backward/decode/in_loop",
+               "backward/dictionary_grad/in_loop"):
+    assert want in cats, (want, sorted(cats))
+  assert out["ms_total_ops"] == pytest.approx(sum(cats.values()))
+  assert len(out["top_ops"]) == 5
+  assert all(o["ms"] > 0 and o["calls"] >= 1 for o in out["top_ops"])
+
+
+def test_profile_categories_and_hlo_names():
+  text = ("  %ynn_fusion.3 = f32[4,3]{1,0} fusion(%a), kind=kCustom, "
+          'metadata={op_name="jit(f)/transpose(jvp(jit(solve)))/while/body/'
+          'closed_call/conv_general_dilated"}\n'
+          "  %while.1 = (s32[], f32[2]) while(%t), body=%b, "
+          'metadata={op_name="jit(f)/while"}\n')
+  names = profile.hlo_op_names(text)
+  assert list(names) == ["ynn_fusion.3"]  # loops span their ops: not counted
+  assert profile.category(names["ynn_fusion.3"][1]) == (
+      "backward/dictionary_grad/in_loop")
+  assert profile.category("jit(f)/jvp(jit(solve))/jit(_conv_t)/dot_general") == (
+      "forward/decode/outside_loop")
+  assert profile.category("jit(f)/add") == (
+      "forward/elementwise_copy_etc/outside_loop")

@@ -6,13 +6,17 @@ solver and iteration count) built through `models.build_model` and trained
 by `train.Trainer`. The ideal step is `3 x forward FLOPs / peak`: the sparse
 layers' forward work (one decode and one encode per solver iteration per
 layer) plus the two products of each backward convolution, at a float32
-matmul peak measured in the same process. The breakdown times the parts
-that make up a step (forward only; the 16->28 solve alone, forward and
-with its gradient) so that the ratio can be attributed.
+matmul peak measured in the same process. The breakdown is a per-HLO-op
+profile of the same step (`sca_jax.bench.profile`): timing parts of the step
+in isolation misattributed it (the stand-alone 16->28 solve gradient took
+longer than the whole step). `compare_solver_settings` times variants of the
+sparse layers' `LCAConfig` (e.g. implicit gradients) alternately in one
+process, with their gradients' agreement with the default's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Callable
@@ -21,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sca_jax import config_lib, lca, train
+from sca_jax import config_lib, train
+from sca_jax.bench import profile
 from sca_jax.bench.common import cpu_model
 from sca_jax.models import build_model
 
@@ -75,21 +80,28 @@ def sparse_flops(model, image_shape, num_iters: int, batch: int) -> dict:
   return out
 
 
-def bench_train_step(batch: int = 64, repeats: int = 5,
-                     breakdown: bool = True) -> dict:
-  """Seconds per training step of the stride-1 SCA target, its ideal, and
-  (with `breakdown`) the time of its parts."""
+def _setup(batch: int, **lca_overrides):
+  """(trainer, images, labels, key) of the stride-1 SCA target, the sparse
+  layers' `LCAConfig` fields replaced by `lca_overrides`."""
   cfg = stride1_sca_config(batch)
-  image_shape, num_classes = (28, 28, 1), 10
-  model = build_model(cfg.defense, image_shape, num_classes,
-                      jax.random.key(0))
+  model = build_model(cfg.defense, (28, 28, 1), 10, jax.random.key(0))
+  for _, layer in model.sparse_layers():
+    layer.cfg = dataclasses.replace(layer.cfg, **lca_overrides)
   trainer = train.Trainer(model, cfg.defense,
                           train.make_optimizer(cfg.train, 1000))
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.random((batch, *image_shape), np.float32))
-  y = jnp.asarray(rng.integers(0, num_classes, batch))
-  key = jax.random.key(0)
+  x = jnp.asarray(rng.random((batch, 28, 28, 1), np.float32))
+  y = jnp.asarray(rng.integers(0, 10, batch))
+  return trainer, x, y, jax.random.key(0)
 
+
+def bench_train_step(batch: int = 64, repeats: int = 5,
+                     breakdown: bool = True) -> dict:
+  """Seconds per training step of the stride-1 SCA target, its ideal, and
+  (with `breakdown`) a per-op profile of one step."""
+  cfg = stride1_sca_config(batch)
+  trainer, x, y, key = _setup(batch)
+  model = trainer.model(trainer.init_state)
   state = [trainer.init_state]
 
   def step():
@@ -98,7 +110,7 @@ def bench_train_step(batch: int = 64, repeats: int = 5,
 
   peak = matmul_peak()
   seconds = min_time(step, repeats)
-  flops = sparse_flops(model, image_shape, int(cfg.defense.num_iters), batch)
+  flops = sparse_flops(model, (28, 28, 1), int(cfg.defense.num_iters), batch)
   fwd = sum(v["per_step"] for v in flops.values())
   ideal = 3.0 * fwd / peak
   report = {
@@ -114,68 +126,41 @@ def bench_train_step(batch: int = 64, repeats: int = 5,
       "ideal_seconds": ideal, "ratio_to_ideal": min(seconds) / ideal,
       "host": host()}
   if breakdown:
-    report["breakdown"] = _breakdown(trainer, state[0], x, repeats)
+    # `trainer.train_step` donates its state; this jit does not.
+    report["profile"] = profile.profile(
+        jax.jit(trainer._train_step),  # pylint: disable=protected-access
+        (state[0], x, y, key))
   report["host_after"] = host()
   return report
 
 
-def _breakdown(trainer, state, x, repeats: int) -> dict:
-  """Seconds of the step's parts: the model's forward alone, and the 16->28
-  solve alone, forward and with the gradient of its summed codes."""
-  fwd = jax.jit(lambda s, x: trainer.model(s)(x, train=True)[0])
-  model = trainer.model(state)  # the initial model's arrays were donated
-  _, reps = model(x, train=True)
-  name, layer = model.sparse_layers()[-1]
-  x2 = reps[f"{name}_input"]
-  D2 = layer.dictionary.get_value()
-  cfg = layer.cfg
-  solve_fwd = jax.jit(lambda x, D: lca.solve(x, D, cfg).codes_BHWF)
-  solve_grad = jax.jit(jax.grad(
-      lambda x, D: jnp.sum(lca.solve(x, D, cfg).codes_BHWF), argnums=(0, 1)))
-  return {
-      "forward_seconds": min(min_time(lambda: fwd(state, x), repeats)),
-      "last_sparse_layer": name,
-      "last_sparse_forward_seconds": min(
-          min_time(lambda: solve_fwd(x2, D2), repeats)),
-      "last_sparse_grad_seconds": min(
-          min_time(lambda: solve_grad(x2, D2), repeats))}
+def _relative_errors(ref, other) -> list[float]:
+  return [float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(a),
+                                                      1e-30))
+          for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(other))]
 
 
-def _dictionary_grad_im2col(x_BHWC, g_BHWF, kernel, stride):
-  """The dictionary gradient before issue 16: im2col patches and one einsum."""
-  pads = [lca.ops._pads(n, kernel, stride)[0] for n in x_BHWC.shape[1:3]]  # pylint: disable=protected-access
-  patches = jax.lax.conv_general_dilated_patches(
-      x_BHWC, (kernel, kernel), (stride, stride), pads,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  c, f = x_BHWC.shape[-1], g_BHWF.shape[-1]
-  grad_CKKF = jnp.einsum("bhwp,bhwf->pf", patches, g_BHWF,
-                         preferred_element_type=jnp.float32)
-  return grad_CKKF.reshape(c, kernel, kernel, f).transpose(1, 2, 0, 3)
-
-
-def compare_dictionary_gradients(batch: int = 64, repeats: int = 6) -> dict:
-  """A/B of the training step: im2col against the current dictionary
-  gradient, both compiled in this process, timed alternately."""
-  cfg = stride1_sca_config(batch)
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.random((batch, 28, 28, 1), np.float32))
-  y = jnp.asarray(rng.integers(0, 10, batch))
-  key = jax.random.key(0)
-  current = lca.ops._dictionary_grad  # pylint: disable=protected-access
-  runs = {}
-  try:
-    for name, fn in (("im2col", _dictionary_grad_im2col),
-                     ("current", current)):
-      lca.ops._dictionary_grad = fn  # read at trace time
-      jax.clear_caches()
-      model = build_model(cfg.defense, (28, 28, 1), 10, jax.random.key(0))
-      trainer = train.Trainer(model, cfg.defense,
-                              train.make_optimizer(cfg.train, 1000))
-      state, metrics = trainer.train_step(trainer.init_state, x, y, key)
-      jax.block_until_ready(metrics)  # compiled
-      runs[name] = [trainer, state, []]
-  finally:
-    lca.ops._dictionary_grad = current
+def compare_solver_settings(variants: dict[str, dict], batch: int = 64,
+                            repeats: int = 4) -> dict:
+  """A/B of the training step under `LCAConfig` overrides (name -> fields;
+  the first is the reference), all compiled in this process and timed
+  alternately; with each variant's loss gradient at the initial state
+  against the reference's (relative L2 error per parameter array, named by
+  its path)."""
+  runs, grads = {}, {}
+  for name, overrides in variants.items():
+    trainer, x, y, key = _setup(batch, **overrides)
+    state = trainer.init_state
+    trainable = trainer._trainable(state.params, state.dicts)  # pylint: disable=protected-access
+    grads[name] = jax.jit(jax.grad(lambda t, s=state, tr=trainer: tr._loss_fn(  # pylint: disable=protected-access
+        s, t, x, y, key)[0]))(trainable)
+    state, metrics = trainer.train_step(jax.tree.map(jnp.copy, state), x, y,
+                                        key)
+    jax.block_until_ready(metrics)  # compiled
+    runs[name] = [trainer, state, []]
+  ref = next(iter(variants))
+  paths = [jax.tree_util.keystr(p) for p, _ in
+           jax.tree_util.tree_leaves_with_path(grads[ref])]
   load0 = host()
   for _ in range(repeats):
     for run in runs.values():
@@ -183,8 +168,13 @@ def compare_dictionary_gradients(batch: int = 64, repeats: int = 6) -> dict:
       run[1], metrics = run[0].train_step(run[1], x, y, key)
       jax.block_until_ready(metrics)
       run[2].append(time.perf_counter() - start)
-  out = {k: {"seconds": r[2], "min": min(r[2])} for k, r in runs.items()}
-  out["speedup_current_over_im2col"] = (out["im2col"]["min"] /
-                                        out["current"]["min"])
+  out = {"reference": ref, "variants": {}}
+  for name, run in runs.items():
+    out["variants"][name] = {
+        "lca_overrides": variants[name], "seconds": run[2],
+        "min": min(run[2]), "speedup_over_reference": min(runs[ref][2]) /
+        min(run[2]),
+        "grad_rel_error": dict(zip(paths, _relative_errors(grads[ref],
+                                                           grads[name])))}
   out["host"], out["host_after"] = load0, host()
   return out
