@@ -2,7 +2,7 @@
 
 Trains on the attacker's auxiliary split only (`make_splits(...).aux_x`),
 less its last `holdout` images, which FID is measured against. Writes to
-`out` (default `sca_jax.generator.cache_dir(name)`):
+`out` (the script's default: `sca_jax.generator.cache_dir(name)`):
   params/ + config.json   the EMA generator, loadable by the attack
                           (`config.attack.plug_and_play.generator_path`);
   checkpoints/<step>/     the full training state, for resuming;
@@ -56,9 +56,10 @@ def write_grid(path: Path, images: np.ndarray, cols: int = 8) -> None:
              vmax=1.0)
 
 
-def run(cfg: trainer.GanConfig, dataset: str, out: Path | None,
+def run(cfg: trainer.GanConfig, dataset: str, out: Path,
         data_dir: str | None = None, split_seed: int = 0,
-        holdout: int = 2000, name: str | None = None) -> dict[str, Any]:
+        holdout: int = 2000) -> dict[str, Any]:
+  """Trains (or resumes) the generator of `dataset` into `out`."""
   exp = config_lib.get_config(None, name="no_defense", dataset=dataset)
   if data_dir:
     exp.data.data_dir = data_dir
@@ -68,7 +69,7 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path | None,
     raise ValueError(f"holdout={holdout} must be in [2, {len(aux) // 2}) "
                      f"(the auxiliary split has {len(aux)} images)")
   train_x, crop = trainer.pad_to_power_of_two(aux[:-holdout])
-  out = Path(out) if out else gen_lib.cache_dir(name or f"{dataset}_aux")
+  out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   print(f"{len(train_x)} auxiliary images {aux.shape[1:]} -> "
         f"{train_x.shape[1:]}, {holdout} held out for FID; output {out}",
@@ -120,3 +121,25 @@ def _loadavg() -> tuple[float, ...]:
     return tuple(round(v, 2) for v in __import__("os").getloadavg())
   except OSError:
     return ()
+
+
+def export_summary(out: Path, dest: Path, prefix: str) -> Path:
+  """Copies the small artefacts of run `out` into `dest` (the repository's
+  results/generator/): `<prefix>_quality.json` (setup, reference floor and
+  the whole FID/coverage history) and `<prefix>_samples.png` (the latest
+  evaluation's first 64 samples)."""
+  history = json.loads((out / "quality.json").read_text())
+  meta = json.loads((out / "run.json").read_text())
+  dest.mkdir(parents=True, exist_ok=True)
+  last = history[-1]
+  grid = out / "samples" / f"{last['step']:06d}.png"
+  (dest / f"{prefix}_samples.png").write_bytes(grid.read_bytes())
+  summary = dict(meta, latest=dict(
+      step=last["step"], fid=last["fid"],
+      coverage_entropy_ratio=last["coverage"]["entropy_ratio"],
+      meets_coverage_bar=last["coverage"]["meets_bar"],
+      wall_s=last["wall_s"]), history=history,
+      samples=f"{prefix}_samples.png (step {last['step']})")
+  path = dest / f"{prefix}_quality.json"
+  path.write_text(json.dumps(summary, indent=1) + "\n")
+  return path
