@@ -2,8 +2,11 @@
 
 A small CNN (conv5x5(32)/2 - conv5x5(64)/2 - dense128, no batch norm; unlike
 the targets in widths, depth and normalisation),
-trained with optax on the target's training split, as PPA's evaluation model
-is trained on the private data. It gives
+trained with optax on data DISJOINT from the target's training split: a judge
+must never have seen the images being reconstructed (those are the target's
+training images), or it would recognise them rather than judge them. It
+trains on the target's test split, less its last `holdout_fraction`, on which
+its accuracy is reported (`info()`: `trained_on`). It gives
   * attack accuracy: the share of reconstructions it assigns to the true label;
   * FID features: its 128-d penultimate activations. FID over these features
     is "FID over eval-classifier features", not Inception FID; results name the
@@ -34,18 +37,19 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sca_jax import metrics
+from sca_jax import batching, metrics
+from sca_jax.cache import CACHE_ENV, cache_dir
 
-CACHE_ENV = "SCA_JAX_CACHE_DIR"
 # Bump when the architecture or training procedure changes: old caches then
 # stop matching instead of being loaded into a different network.
-ARCH_VERSION = "eval_cnn_v3"
+ARCH_VERSION = "eval_cnn_v4"  # v4: trained on the test split, not train
 
 DEFAULTS = dict(
     epochs=3,            # passes over the (capped) training split
     batch_size=32,
     learning_rate=2e-3,  # Adam, cosine-decayed to 0 over training
-    max_train=10_000,    # cap on training images (0 or None: all)
+    max_train=10_000,    # cap on the judge's training images (0/None: all)
+    holdout_fraction=0.2,  # of the test split: the judge's accuracy, unseen
     seed=0,              # fixed across defenses, so all are judged alike
     cache=True,          # load/save trained parameters
     eval_batch_size=500,
@@ -89,6 +93,9 @@ def check_config(cfg: ml_collections.ConfigDict,
   if not float(cfg.learning_rate) > 0:
     raise ValueError(f"config.{where}.learning_rate must be > 0, got "
                      f"{cfg.learning_rate}")
+  if not 0 < float(cfg.holdout_fraction) < 1:
+    raise ValueError(f"config.{where}.holdout_fraction must be in (0, 1), "
+                     f"got {cfg.holdout_fraction}")
   if cfg.max_train is not None and int(cfg.max_train) < 0:
     raise ValueError(f"config.{where}.max_train must be >= 0 or None")
 
@@ -153,6 +160,8 @@ class EvalClassifier:
   cached: bool
   train_time_s: float
   batch_size: int = 500
+  # Which images the judge trained on and was tested on (results.json).
+  trained_on: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     graphdef = self.graphdef
@@ -174,26 +183,25 @@ class EvalClassifier:
 
   def info(self) -> dict[str, Any]:
     return dict(name=self.name, test_accuracy=self.test_accuracy,
-                cached=self.cached, train_time_s=self.train_time_s)
+                cached=self.cached, train_time_s=self.train_time_s,
+                trained_on=self.trained_on)
 
 
 def _fingerprint(splits, cfg, n_train: int) -> str:
+  """Hash of what decides the weights; the judge trains on `test_*[:n_train]`."""
   h = hashlib.sha256()
   h.update(json.dumps(dict(
       arch=ARCH_VERSION, epochs=int(cfg.epochs), batch_size=int(cfg.batch_size),
       learning_rate=float(cfg.learning_rate), seed=int(cfg.seed),
       n_train=n_train, image_shape=list(splits.image_shape),
       num_classes=int(splits.num_classes)), sort_keys=True).encode())
-  h.update(np.ascontiguousarray(splits.train_x[:n_train]).tobytes())
-  h.update(np.ascontiguousarray(splits.train_y[:n_train]).tobytes())
+  h.update(np.ascontiguousarray(splits.test_x[:n_train]).tobytes())
+  h.update(np.ascontiguousarray(splits.test_y[:n_train]).tobytes())
   return h.hexdigest()[:16]
 
 
 def cache_root() -> Path:
-  root = os.environ.get(CACHE_ENV)
-  base = Path(root).expanduser() if root else (
-      Path.home() / ".cache" / "sca_jax")
-  return base / "eval_classifiers"
+  return cache_dir("eval_classifiers")
 
 
 def _flat_params(state: nnx.State) -> dict[str, np.ndarray]:
@@ -252,10 +260,8 @@ def _train(model: EvalCNN, x: np.ndarray, y: np.ndarray, cfg, seed: int
 
   rng = np.random.default_rng(seed)
   for e in range(int(cfg.epochs)):
-    perm = rng.permutation(len(x))
     losses = []
-    for i in range(steps):
-      idx = perm[i * bs:(i + 1) * bs]
+    for idx in batching.epoch_batches(rng, len(x), bs):
       params, opt_state, loss = step(params, opt_state, x[idx], y[idx])
       losses.append(loss)
     print(f"[eval_classifier] epoch {e + 1}/{cfg.epochs} "
@@ -268,8 +274,10 @@ def get_eval_classifier(splits, cfg: Any = None,
   """Trains (or loads from the cache) the evaluation CNN for `splits`.
 
   Args:
-    splits: `sca_jax.data.Splits`; trains on `train_x/train_y` (capped at
-      `cfg.max_train`), reports accuracy on `test_x/test_y`.
+    splits: `sca_jax.data.Splits`; trains on the first `1 - holdout_fraction`
+      of `test_x/test_y` (capped at `cfg.max_train`), never on the target's
+      training images, and reports accuracy on the held-out rest of the test
+      split.
     cfg: `config.eval_classifier` overrides (ConfigDict, dict or None).
     seed: overrides `cfg.seed` if given.
   """
@@ -277,7 +285,14 @@ def get_eval_classifier(splits, cfg: Any = None,
   if seed is not None:
     cfg.seed = int(seed)
   check_config(cfg)
-  n_train = len(splits.train_x)
+  n_test = len(splits.test_x)
+  n_heldout = min(max(1, round(n_test * float(cfg.holdout_fraction))),
+                  n_test - 1)
+  if n_heldout < 1:
+    raise ValueError(f"eval_classifier: the test split ({n_test} images) is "
+                     "too small to train and test the judge (config.data."
+                     "max_test)")
+  n_train = n_test - n_heldout
   if cfg.max_train:
     n_train = min(n_train, int(cfg.max_train))
   digest = _fingerprint(splits, cfg, n_train)
@@ -290,13 +305,18 @@ def get_eval_classifier(splits, cfg: Any = None,
   cached = state is not None
   t0 = time.time()
   if state is None:
-    state = _train(model, splits.train_x[:n_train], splits.train_y[:n_train],
+    state = _train(model, splits.test_x[:n_train], splits.test_y[:n_train],
                    cfg, int(cfg.seed))
   train_time = time.time() - t0
+  trained_on = dict(
+      train=f"target test split [0, {n_train})",
+      accuracy_on=f"target test split [{n_test - n_heldout}, {n_test})",
+      disjoint_from_target_training=True)
   clf = EvalClassifier(name, graphdef, state, float("nan"), cached,
-                       train_time, int(cfg.eval_batch_size))
-  if len(splits.test_x):
-    clf.test_accuracy = float(clf.correct(splits.test_x, splits.test_y).mean())
+                       train_time, int(cfg.eval_batch_size), trained_on)
+  clf.test_accuracy = float(clf.correct(splits.test_x[n_test - n_heldout:],
+                                        splits.test_y[n_test - n_heldout:]
+                                        ).mean())
   if cfg.cache and not cached:
     _save(folder, state, dict(name=name, n_train=n_train,
                               config=cfg.to_dict(), train_time_s=train_time,

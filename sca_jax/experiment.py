@@ -1,8 +1,10 @@
 """One run end to end: data -> train target -> attacks -> results.json.
 
 Everything that can be checked about the config is checked before any data is
-loaded or any step is compiled. Files in the workdir are written atomically;
-results of an earlier run are never overwritten by a run that fails.
+loaded or any step is compiled (sca_jax.validation), the rest right after
+loading; the workdir is created and config.json written only once all checks
+passed. Files in the workdir are written atomically; results of an earlier
+run are never overwritten by a run that fails.
 """
 
 from __future__ import annotations
@@ -23,48 +25,30 @@ from flax import nnx
 
 from sca_jax import lca
 from sca_jax import train as train_lib
-from sca_jax.checkpoint import Checkpointer
+from sca_jax import validation
+from sca_jax.checkpoint import Checkpointer, read_fingerprints
 from sca_jax.data import make_splits
-from sca_jax.defenses import DEFENSES, TrainingSet
-from sca_jax.models import MODELS, build_model, lca_config
+from sca_jax.defenses import DEFENSES, TrainingSet, with_defaults
+from sca_jax.models import build_model
 
 # Config sections that decide what a checkpoint holds: resuming under a config
-# that differs in any of these would silently mix two experiments.
+# that differs in any of these would silently mix two experiments. The
+# learning rate is one: a run stopped by NaN sets its checkpoints aside
+# (checkpoint.stop_diverged) so a retry at another rate starts cleanly. Where
+# the data lies (data_dir) is not: moving the files must not block a resume.
 _TRAINING_FIELDS = ("seed", "data", "defense")
 _TRAIN_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay",
                  "schedule", "epochs", "batch_size")
 
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the field for anything a run cannot use."""
-  defense = DEFENSES.get(config.defense.name, field="defense.name")
-  MODELS.get(config.defense.get("model") or defense.model,
-             field="defense.model")
-  if config.defense.name in ("sca", "sparse_standard"):
-    lca_config(config.defense)
-  for field in ("features", "strides"):
-    values = tuple(config.defense[field])
-    if not values or any(int(v) < 1 for v in values):
-      raise ValueError(f"config.defense.{field} must be positive integers, "
-                       f"got {values}")
-  if len(config.defense.strides) != len(config.defense.features):
-    raise ValueError("config.defense.strides needs one stride per entry of "
-                     f"config.defense.features {tuple(config.defense.features)}")
-  train_lib.make_optimizer(config.train, 1)
-  for field in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every",
-                "log_every"):
-    if int(config.train[field]) < 1:
-      raise ValueError(f"config.train.{field} must be >= 1, "
-                       f"got {config.train[field]}")
-  if config.attacks:
-    from sca_jax import attacks  # pylint: disable=g-import-not-at-top
-    attacks.validate(config)
+validate = validation.validate  # kept for callers of experiment.validate
 
 
-def _fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What decides a checkpoint's contents, as plain JSON."""
   d = config.to_dict()
   fp = {k: d[k] for k in _TRAINING_FIELDS}
-  fp["train"] = {k: d["train"][k] for k in _TRAIN_FIELDS}
+  fp["data"] = {k: v for k, v in fp["data"].items() if k != "data_dir"}
+  fp["train"] = {k: d["train"].get(k) for k in _TRAIN_FIELDS}
   return json.loads(json.dumps(fp, default=str))
 
 
@@ -75,16 +59,32 @@ def write_json(path: Path, obj: Any) -> None:
   os.replace(tmp, path)
 
 
-def _check_workdir(config, workdir: Path) -> None:
-  saved = workdir / "config.json"
-  if not saved.exists() or not (workdir / "checkpoints").exists():
-    return
-  before = json.loads(saved.read_text()).get("fingerprint")
-  if before is not None and before != _fingerprint(config):
-    raise ValueError(
-        f"{workdir} holds checkpoints of a different experiment (seed, data, "
-        "defense or optimisation settings differ from its config.json). Use "
-        "another --workdir; nothing was changed.")
+def check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
+  """Refuses a workdir holding another experiment's checkpoints or results.
+
+  Every checkpoint step carries its own fingerprint, so this holds whatever
+  else (config.json included) is missing. Reads only; writes nothing.
+  """
+  fp = fingerprint(config)
+  stored_fps = read_fingerprints(workdir / "checkpoints")
+  foreign = sorted(step for step, stored in stored_fps.items()
+                   if stored is not None and stored != fp)
+  if config.train.skip and not stored_fps:
+    raise validation.ConfigError(
+        f"config.train.skip=True, but {workdir / 'checkpoints'} holds no "
+        "checkpoint to evaluate")
+  try:
+    before = json.loads((workdir / "config.json").read_text())["fingerprint"]
+  except (OSError, ValueError, KeyError, TypeError):  # absent or damaged
+    before = None
+  if foreign or (before not in (None, fp) and (
+      (workdir / "results.json").exists() or
+      (workdir / "checkpoints").exists())):
+    what = (f"checkpoint steps {foreign}" if foreign else "config.json")
+    raise validation.ConfigError(
+        f"--workdir={workdir} holds another experiment ({what} record "
+        "different seed, data, defense or optimisation settings). Use another "
+        "--workdir; nothing was changed.")
 
 
 def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 500
@@ -122,51 +122,63 @@ def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 500
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   """Trains (or restores) the target, runs the attacks, writes results.json."""
-  validate(config)
+  validation.validate(config)
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  _check_workdir(config, workdir)
-  write_json(workdir / "config.json", {"config": config.to_dict(),
-                                       "fingerprint": _fingerprint(config)})
+  check_workdir(config, workdir)
   t_start = time.time()
-  splits = make_splits(config.data, config.seed)
+  try:
+    splits = make_splits(config.data, config.seed)
+  except (ValueError, FileNotFoundError) as e:  # missing or corrupt files
+    raise validation.ConfigError(f"config.data.name={config.data.name!r}: "
+                                 f"{e}") from e
   print(f"data {splits.name}: train {len(splits.train_x)}, test "
         f"{len(splits.test_x)}, aux {len(splits.aux_x)}, image "
         f"{splits.image_shape}")
+  data_checks = validation.check_data(config, splits)
+  # Only now, all checks passed: a failed run leaves the workdir as it was.
+  workdir.mkdir(parents=True, exist_ok=True)
+  write_json(workdir / "config.json", {"config": config.to_dict(),
+                                       "fingerprint": fingerprint(config)})
 
   root = jax.random.key(config.seed)
   init_key, train_key, attack_key = jax.random.split(root, 3)
   defense = DEFENSES.get(config.defense.name, field="defense.name")
-  model = build_model(config.defense, splits.image_shape, splits.num_classes,
+  defense_cfg = with_defaults(config.defense)
+  model = build_model(defense_cfg, splits.image_shape, splits.num_classes,
                       init_key)
-  extra = defense.extra_loss(config.defense) if defense.extra_loss else None
+  extra = defense.extra_loss(defense_cfg) if defense.extra_loss else None
   prepared = TrainingSet(splits.train_x, splits.train_y)
   # e.g. real + GAN-generated images; not needed to evaluate a checkpoint.
   if defense.prepare_data is not None and not config.train.skip:
     prepared = TrainingSet.of(defense.prepare_data(
-        config.defense, prepared.x, prepared.y,
+        defense_cfg, prepared.x, prepared.y,
         jax.random.fold_in(train_key, 1)))
   train_x, train_y = prepared.x, prepared.y
   if prepared.init is not None:  # e.g. a model pre-trained on the real data
     _check_same_shapes(nnx.state(model), prepared.init)
     nnx.update(model, prepared.init)
   trainer = train_lib.Trainer(
-      model, config.defense,
+      model, defense_cfg,
       train_lib.make_optimizer(config.train, 1 + config.train.epochs * (
           len(train_x) // config.train.batch_size)), extra,
-      param_loss=prepared.param_loss)
+      param_loss=prepared.param_loss,
+      gradient_hook=(defense.gradient_hook(defense_cfg)
+                     if defense.gradient_hook else None))
 
   if config.train.skip:
-    state = Checkpointer(workdir / "checkpoints").restore_latest(
-        trainer.init_state)
-    if state is None:
-      raise FileNotFoundError(f"config.train.skip=True but {workdir}/"
-                              "checkpoints holds no checkpoint to evaluate")
+    state = Checkpointer(workdir / "checkpoints",
+                         fingerprint=fingerprint(config)).restore_latest(
+                             trainer.init_state)
+    if state is None:  # every step was unreadable (and was moved aside)
+      raise validation.ConfigError(
+          f"config.train.skip=True, but {workdir / 'checkpoints'} holds no "
+          "checkpoint to evaluate")
     train_info = {"skipped": True, "restored_step": int(state.step)}
   else:
     state, train_info = train_lib.fit(
         trainer, config.train, train_x, train_y, workdir,
-        train_key, config.seed, per_sample=prepared.per_sample)
+        train_key, config.seed, per_sample=prepared.per_sample,
+        fingerprint=fingerprint(config))
 
   bs = int(config.train.eval_batch_size)
   test_acc = trainer.evaluate(state, splits.test_x, splits.test_y, bs)
@@ -183,6 +195,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
       "train_accuracy": train_acc,
       "num_train": len(splits.train_x),
       "num_test": len(splits.test_x),
+      "data_checks": data_checks,
       "train": train_info,
       "sparse_layers": sparse_layer_stats(model, jnp.asarray(
           splits.test_x[:min(128, len(splits.test_x))])),
@@ -192,7 +205,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                   "jax": jax.__version__},
   }
   if defense.report is not None:  # e.g. the DP-SGD epsilon
-    results.update(defense.report(config.defense, len(train_x), config.train))
+    results.update(defense.report(defense_cfg, len(train_x), config.train))
   if config.attacks:
     from sca_jax import attacks  # pylint: disable=g-import-not-at-top
     results["attacks"] = attacks.run_attacks(config, model, splits, workdir,

@@ -12,14 +12,13 @@ target's input: [0, 1], centre crop, resize, grey <-> RGB.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from sca_jax.evaluation import CACHE_ENV
+from sca_jax import cache
 
 # Rec. 601 luma, as torchvision's Grayscale transform.
 _LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
@@ -27,10 +26,7 @@ _LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
 
 def cache_dir(name: str) -> Path:
   """Default folder of a trained generator called `name`."""
-  root = os.environ.get(CACHE_ENV)
-  base = Path(root).expanduser() if root else (
-      Path.home() / ".cache" / "sca_jax")
-  return base / "generators" / name
+  return cache.cache_dir("generators", name)
 
 
 def check_generator_path(path: Any, field: str) -> Path:

@@ -2,28 +2,60 @@
 
 Config fields can be overridden on the command line, e.g.
 `--config.defense.lam=0.25 --config.train.epochs=1`.
+
+Exit status: 0 done; 2 a user error (config, data files, workdir), printed as
+one line naming the field, the value and what is allowed; 3 training diverged
+or no checkpoint could be used (one line saying what happened and where the
+files are). Any other exception is a bug and shows its traceback; `--debug`
+shows tracebacks for every error.
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sca_jax import experiment
+from sca_jax import checkpoint, experiment, validation
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py[:arg]).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics and results.json.")
+_DEBUG = flags.DEFINE_bool(
+    "debug", False, "Show the full traceback of user errors too.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# Errors with a message that says everything: exit status for each.
+EXIT_CODES = ((validation.ConfigError, 2), (checkpoint.TrainingDiverged, 3),
+              (checkpoint.CheckpointError, 3))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # Orbax logs every checkpoint file operation at INFO; keep progress readable.
-  logging.set_verbosity(logging.WARNING)
-  experiment.run(_CONFIG.value, _WORKDIR.value)
+  # Orbax logs every checkpoint file operation at INFO, and the errors of its
+  # threads at ERROR even when they are handled (an unreadable checkpoint is
+  # reported by one line of our own instead).
+  logging.set_verbosity(logging.INFO if _DEBUG.value else logging.FATAL)
+  try:
+    experiment.run(_CONFIG.value, _WORKDIR.value)
+  except tuple(e for e, _ in EXIT_CODES) as e:
+    if _DEBUG.value:
+      raise
+    code = next(c for kind, c in EXIT_CODES if isinstance(e, kind))
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, but a bad flag or override is a one-line user error."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

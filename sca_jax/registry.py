@@ -6,7 +6,9 @@ that lists what is allowed.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import importlib
+import pkgutil
+from typing import Callable, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -38,3 +40,25 @@ class Registry(Generic[T]):
 
   def __contains__(self, name: str) -> bool:
     return name in self._items
+
+
+def import_members(package_name: str, path: Iterable[str]) -> list[str]:
+  """Imports every module of a package, so each registers itself (no
+  hand-kept list); returns their names."""
+  names = [m.name for m in pkgutil.iter_modules(path)]
+  for name in names:
+    importlib.import_module(f"{package_name}.{name}")
+  return names
+
+
+def import_plugins(modules: Iterable[str], field: str = "imports") -> None:
+  """Imports modules named by the config (components outside the package
+  register themselves on import), with a clear error for a missing one."""
+  if isinstance(modules, str):
+    raise ValueError(f"config.{field} must be a tuple of module names, got "
+                     f"{modules!r}")
+  for name in modules:
+    try:
+      importlib.import_module(name)
+    except ModuleNotFoundError as e:
+      raise ValueError(f"config.{field}: cannot import {name!r} ({e})") from e

@@ -2,7 +2,7 @@
 
 A sweep file is a Python file with
 
-  CONFIG = "configs/{dataset}_{defense}.py"   # config spec, [:arg] allowed
+  CONFIG = "configs/experiment.py:defense={defense},dataset={dataset}"
   OVERRIDES = {"train.epochs": 1}              # optional, every cell
   AXES = {                                     # product of the axes, in order
       "dataset": ["mnist", "fashion_mnist"],
@@ -87,7 +87,8 @@ def load_sweep(path: str | Path) -> Sweep:
   axes = getattr(module, "AXES", None)
   if not isinstance(config, str) or not config:
     raise ValueError(f"{path}: CONFIG must be a config spec string such as "
-                     f"'configs/{{dataset}}_{{defense}}.py', got {config!r}")
+                     "'configs/experiment.py:defense={defense}', got "
+                     f"{config!r}")
   groups = axes if isinstance(axes, list) else [axes]
   if not groups or not all(
       isinstance(g, dict) and g and all(

@@ -10,15 +10,13 @@ image), using the codes of the step's forward pass. Backprop into the
 dictionaries themselves (footnote 3) is a separate switch. Both are config
 choices: `defense.hebbian` and `defense.backprop_dictionaries`.
 
-DP-SGD (Abadi et al. 2016) when `defense.dp_sgd` is set (clip_norm,
-noise_multiplier): per-example gradients by vmap, each clipped to clip_norm in
-L2 over all parameters, summed, N(0, (noise_multiplier*clip_norm)^2) noise
-added, divided by the batch size. Needs a model without batch statistics.
-
 Defense hooks (see sca_jax.defenses): an extra loss on the forward pass
 (`ExtraLoss`), given the batch's slice of any per-sample arrays the defense
-attached to its training set as `per_sample=`; and a penalty on the trainable
-parameters (`ParamLoss`, e.g. elastic weight consolidation).
+attached to its training set as `per_sample=`; a penalty on the trainable
+parameters (`ParamLoss`, e.g. elastic weight consolidation); and a gradient
+hook (`GradientHook`): given one, the step computes per-example gradients by
+vmap (the model must then have no batch statistics) and the hook turns them
+into the update's gradient (e.g. DP-SGD's clip + noise, defenses/dp_sgd.py).
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from sca_jax import checkpoint, lca, parallel
+from sca_jax import batching, checkpoint, lca, parallel
 from sca_jax.models import Dictionary, LayerStack
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -46,35 +44,9 @@ ExtraLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 # Penalty on the trainable parameters (the Param state, not the dictionaries):
 # params -> (scalar, metrics dict).
 ParamLoss = Callable[[nnx.State], tuple[jax.Array, dict[str, jax.Array]]]
-
-
-def clip_per_example(grads_E: Any, clip_norm: float) -> tuple[Any, jax.Array]:
-  """Scales each example's gradient (leading axis E) to L2 norm <= clip_norm.
-
-  Returns the clipped gradients and the norms before clipping (E,).
-  """
-  leaves = [g for g in jax.tree.leaves(grads_E)]
-  sq = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in leaves)
-  norms_E = jnp.sqrt(sq)
-  # Abadi et al.: g / max(1, ||g|| / C).
-  scale_E = 1.0 / jnp.maximum(1.0, norms_E / clip_norm)
-  clipped = jax.tree.map(
-      lambda g: g * scale_E.reshape((-1,) + (1,) * (g.ndim - 1)), grads_E)
-  return clipped, norms_E
-
-
-def privatize(grads_E: Any, clip_norm: float, noise_multiplier: float,
-              key: jax.Array) -> tuple[Any, jax.Array]:
-  """DP-SGD gradient: clip, sum, add Gaussian noise, divide by batch size."""
-  clipped, norms_E = clip_per_example(grads_E, clip_norm)
-  batch = norms_E.shape[0]
-  leaves, treedef = jax.tree.flatten(clipped)
-  keys = jax.random.split(key, len(leaves))
-  noised = [
-      (g.sum(0) + noise_multiplier * clip_norm
-       * jax.random.normal(k, g.shape[1:], g.dtype)) / batch
-      for g, k in zip(leaves, keys)]
-  return jax.tree.unflatten(treedef, noised), norms_E
+# Aggregation of per-example gradients (leading axis E) into the step's
+# gradient: (grads_E, key) -> (grads, metrics dict).
+GradientHook = Callable[[Any, jax.Array], tuple[Any, dict[str, jax.Array]]]
 
 
 @struct.dataclass
@@ -113,7 +85,8 @@ class Trainer:
   def __init__(self, model: LayerStack, defense_cfg: ml_collections.ConfigDict,
                tx: optax.GradientTransformation,
                extra_loss: ExtraLoss | None = None,
-               param_loss: ParamLoss | None = None):
+               param_loss: ParamLoss | None = None,
+               gradient_hook: GradientHook | None = None):
     self.graphdef, dicts, params, stats, rest = nnx.split(
         model, Dictionary, nnx.Param, nnx.BatchStat, ...)
     self.tx = tx
@@ -122,12 +95,11 @@ class Trainer:
     self.hebbian_lr = float(defense_cfg.get("hebbian_lr", 0.01))
     self.extra_loss = extra_loss
     self.param_loss = param_loss
-    dp = defense_cfg.get("dp_sgd", None)
-    self.dp = None if dp is None else (float(dp.clip_norm),
-                                       float(dp.noise_multiplier))
-    if self.dp is not None and jax.tree.leaves(stats):
-      raise ValueError("config.defense.dp_sgd needs per-example gradients: the "
-                       "model must not use batch norm (use GroupNorm, 'gn')")
+    self.gradient_hook = gradient_hook
+    if gradient_hook is not None and jax.tree.leaves(stats):
+      raise ValueError(f"config.defense.name={defense_cfg.get('name')!r} needs "
+                       "per-example gradients: the model must not use batch "
+                       "norm (use GroupNorm, 'gn')")
     sparse = model.sparse_layers()
     self.sparse_names = [name for name, _ in sparse]
     # Hebbian targets: every sparse layer but the first (it codes the image).
@@ -188,18 +160,17 @@ class Trainer:
 
   def _train_step(self, state: TrainState, x_BHWC, y_B, key, per_sample=None):
     trainable = self._trainable(state.params, state.dicts)
-    if self.dp is None:
+    if self.gradient_hook is None:
       (loss, (logits, reps, stats, rest, metrics)), grads = jax.value_and_grad(
           lambda t: self._loss_fn(state, t, x_BHWC, y_B, key, per_sample),
           has_aux=True)(trainable)
     else:
       grads_E, logits, metrics = self.per_example_grads(state, x_BHWC, y_B,
                                                         key, per_sample)
-      clip, sigma = self.dp
-      grads, norms_E = privatize(grads_E, clip, sigma,
-                                 jax.random.fold_in(key, 0x5EED))
+      grads, hook_metrics = self.gradient_hook(
+          grads_E, jax.random.fold_in(key, 0x5EED))
       metrics = {k: v.mean() for k, v in metrics.items()}
-      metrics["clipped_fraction"] = jnp.mean(norms_E > clip)
+      metrics.update(hook_metrics)
       loss, reps = metrics["ce"], {}
       stats, rest = state.stats, state.rest
     updates, opt_state = self.tx.update(grads, state.opt_state, trainable)
@@ -250,23 +221,30 @@ def _format_eta(seconds: float) -> str:
 def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
         x_NHWC: np.ndarray, y_N: np.ndarray, workdir: Path, key: jax.Array,
         seed: int, log: Callable[[str], None] = print,
-        per_sample: dict[str, np.ndarray] | None = None
-        ) -> tuple[TrainState, dict]:
+        per_sample: dict[str, np.ndarray] | None = None,
+        fingerprint: Any = None) -> tuple[TrainState, dict]:
   """Trains for `train_cfg.epochs`, resuming from the workdir's checkpoints.
 
   `per_sample`: arrays with the training set's leading axis, batched with it
   and passed to the trainer's extra loss (a defense's per-sample data).
+  `fingerprint`: the experiment's, stored with each checkpoint; only
+  checkpoints with the same one are resumed.
+
+  Raises:
+    checkpoint.TrainingDiverged: the loss (checked every `log_every` steps)
+      or the state (checked before each save) is not finite; the run's files
+      were set aside (`checkpoint.stop_diverged`).
   """
   bs = int(train_cfg.batch_size)
-  steps_per_epoch = len(x_NHWC) // bs
-  if steps_per_epoch < 1:
+  if len(x_NHWC) // bs < 1:
     raise ValueError(f"config.train.batch_size={bs} exceeds the {len(x_NHWC)} "
                      "training images")
-  num_steps = steps_per_epoch * int(train_cfg.epochs)
+  num_steps = len(x_NHWC) // bs * int(train_cfg.epochs)
   mesh = parallel.data_mesh(train_cfg.get("num_devices", None))
   parallel.check_batch_size(bs, mesh)
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints",
-                                 max_to_keep=int(train_cfg.get("keep", 2)))
+                                 max_to_keep=int(train_cfg.get("keep", 2)),
+                                 fingerprint=fingerprint, log=log)
   # A copy: the step donates its input state, and init_state is reused.
   state, start = jax.tree.map(jnp.copy, trainer.init_state), 0
   restored = ckpt.restore_latest(state)
@@ -277,14 +255,11 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
   every = int(train_cfg.checkpoint_every)
   log_every = int(train_cfg.log_every)
   metrics_path = workdir / "train_metrics.jsonl"
-  t0, t_last, step_last, last_saved = time.time(), time.time(), start, start
-  perm = None
-  for step in range(start, num_steps):
-    epoch, i = divmod(step, steps_per_epoch)
-    if perm is None or i == 0:
-      # Per-epoch order from (seed, epoch): a resumed run sees the same batches.
-      perm = np.random.default_rng([seed, epoch]).permutation(len(x_NHWC))
-    idx = perm[i * bs:(i + 1) * bs]
+  checkpoint.truncate_metrics(metrics_path, start)  # steps after are redone
+  t0, t_last, step_last = time.time(), time.time(), start
+  # Per-epoch order from (seed, epoch): a resumed run sees the same batches.
+  for step, epoch, idx in batching.step_batches(len(x_NHWC), bs, seed, start,
+                                                num_steps):
     x, y = parallel.shard_batch(mesh, x_NHWC[idx], y_N[idx])
     kw = {}
     if per_sample:
@@ -297,11 +272,8 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
     if done % log_every == 0 or done == num_steps:
       metrics = {k: float(v) for k, v in metrics.items()}
       if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(
-            f"training loss is {metrics['loss']} at step {done}; stopped. The "
-            f"last good checkpoint (step {last_saved}) is kept in "
-            f"{workdir / 'checkpoints'}; lower config.train.learning_rate or "
-            "check the data.")
+        raise checkpoint.stop_diverged(
+            workdir, ckpt, f"training loss is {metrics['loss']} at step {done}")
       now = time.time()
       rate = (done - step_last) / max(now - t_last, 1e-9)
       t_last, step_last = now, done
@@ -311,8 +283,10 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
       with metrics_path.open("a") as f:
         f.write(json.dumps({"step": done, "epoch": epoch + 1, **metrics}) + "\n")
     if done % every == 0 or done == num_steps:
+      if not checkpoint.all_finite(state):
+        raise checkpoint.stop_diverged(
+            workdir, ckpt, f"the train state holds NaN or inf at step {done}")
       ckpt.save(done, state)
-      last_saved = done
   ckpt.wait()
   info = {"num_steps": num_steps, "steps_this_run": num_steps - start,
           "train_time_s": time.time() - t0, "resumed_from_step": start}

@@ -6,7 +6,7 @@
 """
 
 # Config spec of every cell; {dataset} and {defense} come from the axes.
-CONFIG = "configs/{dataset}_{defense}.py"
+CONFIG = "configs/experiment.py:defense={defense},dataset={dataset}"
 
 OVERRIDES = {}
 

@@ -6,7 +6,7 @@ No-Defense; seeds 0, 1, 2 (15 cells).
   python -m sca_jax.sweep report --root=runs/dp_epsilon --out=results/dp_epsilon
 """
 
-CONFIG = "configs/{dataset}_{defense}.py"
+CONFIG = "configs/experiment.py:defense={defense},dataset={dataset}"
 
 OVERRIDES = {}
 

@@ -6,9 +6,7 @@ SCA at lambda 0.1 / 0.25 / 0.5 and Sparse-Standard; seeds 0, 1, 2 (30 cells).
 """
 
 # Config spec of every cell; {dataset} and {defense} come from the axes.
-# Argument-driven configs work the same way, e.g.
-# "configs/experiment.py:defense={defense},dataset={dataset}".
-CONFIG = "configs/{dataset}_{defense}.py"
+CONFIG = "configs/experiment.py:defense={defense},dataset={dataset}"
 
 OVERRIDES = {}  # e.g. {"data.data_dir": "/data"}: every cell
 

@@ -15,7 +15,7 @@ from sca_jax import attacks
 from sca_jax import lca
 from sca_jax.attacks import code_decoding
 from sca_jax.attacks import feature_inversion
-from sca_jax.attacks import inversion
+from sca_jax.attacks import contract
 from sca_jax.models import build_model
 
 SHAPE = (12, 12, 1)
@@ -132,7 +132,7 @@ def test_bad_leaks_and_settings_are_named(sca, plain):
 
 
 def test_feature_inversion_lowers_its_matching_loss(sca, images, reps):
-  state, leak_fn = inversion.make_leak_fn(sca, "first")
+  state, leak_fn = contract.make_leak_fn(sca, "first")
   recon, history = feature_inversion.invert(
       lambda x, k: leak_fn(state, x, k), reps["first"][:8],
       jnp.asarray(images.mean(axis=0, keepdims=True)), 30, 0.08, 0.01,
@@ -166,13 +166,13 @@ def test_query_averaging_cuts_noise_by_sqrt_k():
   sigma = 0.7
   represent = lambda x, k: x + sigma * jax.random.normal(k, x.shape)
   x = np.zeros((512, 32), np.float32)
-  once = inversion.query(represent, x, 128, jax.random.key(0))
-  averaged = inversion.query(represent, x, 128, jax.random.key(0), queries=16)
+  once = contract.query(represent, x, 128, jax.random.key(0))
+  averaged = contract.query(represent, x, 128, jax.random.key(0), queries=16)
   np.testing.assert_allclose(once.std(), sigma, rtol=0.05)
   ratio = once.std() / averaged.std()
   assert abs(ratio - 4.0) < 0.8, ratio
   # Deterministic targets are unchanged by averaging.
-  same = inversion.query(lambda x, k: 2 * x, x + 1, 128, jax.random.key(0),
+  same = contract.query(lambda x, k: 2 * x, x + 1, 128, jax.random.key(0),
                          queries=3)
   np.testing.assert_allclose(same, 2.0, rtol=1e-6)
 
@@ -211,7 +211,8 @@ class _FakeEvaluator:
 
 # Every key the learned inversion attacks report (inversion.py).
 COMMON_KEYS = {"attack", "leak", "inversion_net", "psnr", "ssim", "fid",
-               "attack_accuracy", "floor", "fid_feature_network",
+               "attack_accuracy", "floor", "floors", "reidentification",
+               "fid_feature_network",
                "eval_classifier", "num_images", "num_aux_train",
                "num_aux_val", "train_time_s", "history", "total_time_s",
                "grid", "config"}
@@ -219,7 +220,8 @@ COMMON_KEYS = {"attack", "leak", "inversion_net", "psnr", "ssim", "fid",
 
 def test_adaptive_attacks_report_like_inversion_attacks(sca, images, tmp_path):
   splits = SimpleNamespace(aux_x=images[:120], train_x=images[120:],
-                           train_y=np.arange(40) % 2, image_shape=SHAPE)
+                           aux_y=np.arange(120) % 2, train_y=np.arange(40) % 2,
+                           image_shape=SHAPE)
   for name, overrides in (
       ("code_decoding", dict(leak="layer1_bn", queries=2)),
       ("feature_inversion", dict(steps=10, num_images=4))):

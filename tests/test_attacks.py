@@ -15,6 +15,7 @@ from PIL import Image
 
 from sca_jax import attacks
 from sca_jax import evaluation
+from sca_jax.attacks import contract
 from sca_jax.attacks import inversion
 from sca_jax.models import build_model
 
@@ -73,7 +74,8 @@ def test_unknown_leak_fails_before_compute(mnist, target, tmp_path,
   config = _config(split=dict(leak="layer9_lca"))
   attacks.validate(config)  # fine without a model: leaks need one
   with pytest.raises(ValueError, match=r"config\.attack\.split\.leak: "
-                     r"'layer9_lca'.*allowed: \['first', 'last_hidden', "
+                     r"'layer9_lca'.*allowed: \['first', 'first_linear', "
+                     r"'last_hidden', "
                      r"'layer0_conv'"):
     attacks.run_attacks(config, target, mnist, tmp_path, jax.random.key(0))
 
@@ -100,8 +102,10 @@ def test_settings_for_unknown_attack_are_rejected():
 def test_defaults_differ_only_in_leak():
   e2e = attacks.attack_config("end_to_end").to_dict()
   split = attacks.attack_config("split").to_dict()
-  assert e2e.pop("leak") == "last_hidden" and split.pop("leak") == "first"
-  assert e2e == split
+  first = attacks.attack_config("first_layer").to_dict()
+  assert e2e.pop("leak") == "last_hidden"
+  assert split.pop("leak") == "first_linear" and first.pop("leak") == "first"
+  assert e2e == split == first
   paper = attacks.default_config(paper=True)
   assert paper.attack.split.epochs == 50 and paper.attack.split.batch_size == 16
 
@@ -124,12 +128,12 @@ def test_represent_passes_key_to_stochastic_targets(mnist, target):
 
   x = mnist.aux_x[:4]
   keys = jax.random.key(0), jax.random.key(1)
-  plain = inversion.make_represent(target, "first")
+  plain = contract.make_represent(target, "first")
   np.testing.assert_array_equal(plain(x, keys[0]), plain(x, keys[1]))
   for cls in (Emitting, KeyedCall):
     noisy = nnx.clone(target)
     noisy.__class__ = cls
-    represent = inversion.make_represent(noisy, "first")
+    represent = contract.make_represent(noisy, "first")
     assert not np.allclose(represent(x, keys[0]), represent(x, keys[1]))
     np.testing.assert_array_equal(represent(x, keys[0]),
                                   represent(x, keys[0]))
@@ -145,7 +149,7 @@ def test_attacks_learn_beat_floor_and_leave_target_untouched(
   common = dict(epochs=3, batch_size=16, learning_rate=3e-3, num_images=96,
                 grid_per_group=3)
   config = _config(
-      split=dict(net="mlp", net_args=dict(hidden=(256,)), **common),
+      first_layer=dict(net="mlp", net_args=dict(hidden=(256,)), **common),
       end_to_end=dict(net="deconv", net_args=dict(channels=16, min_channels=8),
                       **common))
   results = attacks.run_attacks(config, model, mnist, tmp_path,
@@ -155,10 +159,11 @@ def test_attacks_learn_beat_floor_and_leave_target_untouched(
   assert len(before) == len(after)
   assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
-  assert set(results) == {"split", "end_to_end"}
+  assert set(results) == {"first_layer", "end_to_end"}
   for name, r in results.items():
-    assert r["leak"]["name"] == ("first" if name == "split" else "last_hidden")
-    assert r["leak"]["shape"] == ([14, 14, 8] if name == "split" else [64])
+    first = name == "first_layer"
+    assert r["leak"]["name"] == ("first" if first else "last_hidden")
+    assert r["leak"]["shape"] == ([14, 14, 8] if first else [64])
     hist = r["history"]
     assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"], hist
     assert r["best_val_loss"] <= min(h["val_loss"] for h in hist)

@@ -1,11 +1,16 @@
-"""scripts/bench_lca.py: FISTA against plain LCA on the benchmark's own
-shapes, and the script's bookkeeping (skipping lcapt, --update)."""
+"""sca_jax.bench (LCA benchmarks): FISTA against plain LCA on the benchmark's
+own shapes, the script's bookkeeping (skipping lcapt, --update), and the
+training-step benchmark's FLOP count."""
 
 import importlib.util
 import json
 from pathlib import Path
 
+import jax
 import pytest
+
+from sca_jax.bench import common, solver, train_step
+from sca_jax.models import build_model
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -28,9 +33,9 @@ def bench():
     ("1->64", 1000, 150, 2300),
     ("16->28", 100, 20, 600)])
 def test_fista_needs_5x_fewer_iterations_than_lca_on_benchmark_shapes(
-    bench, data_dir, shape, ref_iters, fista_iters, lca_iters):
-  x, D = bench.problem(shape, data_dir, 4)
-  r = bench.iterations_to_1pct(x, D, ref_iters, lca_iters, fista_iters,
+    data_dir, shape, ref_iters, fista_iters, lca_iters):
+  x, D = common.problem(shape, data_dir, 4)
+  r = solver.iterations_to_1pct(x, D, ref_iters, lca_iters, fista_iters,
                                distances_at_1pct=False)
   # The reference is the optimum: converged, and nothing gets below it.
   assert r["reference_kkt_residual_rel_max"] < 1e-4, r
@@ -65,3 +70,21 @@ def test_lcapt_is_skipped_without_a_checkout_and_update_keeps_sections(
   # Without --update the file is rewritten from scratch.
   bench.main(["--out", str(out), "--parts", "lcapt"])
   assert "forward" not in json.loads(out.read_text())
+
+
+def test_sparse_flops_of_the_stride1_sca_step():
+  cfg = train_step.stride1_sca_config(batch=64)
+  model = build_model(cfg.defense, (28, 28, 1), 10, jax.random.key(0))
+  flops = train_step.sparse_flops(model, (28, 28, 1), 15, 64)
+  assert [v["shape"] for v in flops.values()] == ["1->16", "16->28"]
+  # One decode and one encode per iteration: 2 x 2 B H W K^2 C F each.
+  per_iter = {"1->16": 4 * 64 * 28 * 28 * 25 * 16,
+              "16->28": 4 * 64 * 28 * 28 * 25 * 16 * 28}
+  for v in flops.values():
+    assert v["per_iteration"] == per_iter[v["shape"]]
+    assert v["per_step"] == 15 * per_iter[v["shape"]]
+
+
+def test_matmul_peak_is_a_rate_of_a_timed_product():
+  peak = train_step.matmul_peak(n=256, repeats=2)
+  assert 1e8 < peak < 1e14  # FLOP/s of any CPU in service

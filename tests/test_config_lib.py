@@ -5,7 +5,7 @@ import pytest
 
 from sca_jax import attacks
 from sca_jax import config_lib
-from sca_jax.attacks import query_averaging
+from sca_jax.attacks import applicability
 from sca_jax.defenses import DEFENSES
 from sca_jax.models import build_model
 
@@ -15,8 +15,8 @@ def test_config_lists_standard_then_the_defenses_adaptive_attacks(name):
   defense = DEFENSES.get(name)
   for arg in (None, "paper"):
     c = config_lib.get_config(arg, name=name, dataset="mnist")
-    assert c.attacks[:2] == ("end_to_end", "split")
-    assert c.attacks[2:] == defense.adaptive_attacks
+    assert c.attacks[:3] == ("end_to_end", "split", "first_layer")
+    assert c.attacks[3:] == defense.adaptive_attacks
     assert c.defense.model == defense.model
     for field, value in (defense.defaults(arg == "paper")
                          if defense.defaults else {}).items():
@@ -31,18 +31,20 @@ def test_listed_adaptive_attacks_cover_what_the_model_exposes(name):
   c = config_lib.get_config(None, name=name, dataset="mnist")
   c.defense.features, c.defense.hidden, c.defense.num_iters = (4, 6), (16,), 3
   model = build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))
-  exposed = query_averaging.applicable_adaptive_attacks(model, (28, 28, 1))
+  exposed = applicability.applicable_adaptive_attacks(model, (28, 28, 1))
   listed = set(c.attacks)
+  averaged = {"split_averaged", "first_layer_averaged", "end_to_end_averaged"}
   assert "feature_inversion" in listed
   assert ("code_decoding" in exposed) == ("code_decoding" in listed)
   if "queries" in exposed:
-    assert {"split_averaged", "end_to_end_averaged"} <= listed
+    assert averaged <= listed
   else:  # averaging a deterministic leak would only cost time
-    assert not {"split_averaged", "end_to_end_averaged"} & listed
+    assert not averaged & listed
 
 
 def test_averaged_variants_average_sixteen_queries_on_their_leaks():
-  for name, leak in (("split_averaged", "first"),
+  for name, leak in (("split_averaged", "first_linear"),
+                     ("first_layer_averaged", "first"),
                      ("end_to_end_averaged", "last_hidden")):
     cfg = attacks.attack_config(name)
     assert (cfg.leak, cfg.queries) == (leak, 16)
@@ -55,3 +57,41 @@ def test_unknown_defense_or_argument_is_refused_by_name():
     config_lib.get_config(None, name="nope", dataset="mnist")
   with pytest.raises(ValueError, match="'paper'"):
     config_lib.get_config("huge", name="sca", dataset="mnist")
+
+
+def test_config_arguments_pick_defense_dataset_and_protocol():
+  c = config_lib.make_config(**config_lib.parse_args(
+      "defense=mid,dataset=fashion_mnist,protocol=paper"))
+  assert (c.defense.name, c.data.name, c.train.epochs) == (
+      "mid", "fashion_mnist", 25)
+  assert config_lib.parse_args("") == {}
+  assert config_lib.parse_args("imports=a.b+c")["imports"] == ("a.b", "c")
+
+
+@pytest.mark.parametrize("arg,match", [
+    ("defence=sca", "unknown config argument 'defence'"),
+    ("defense", "not key=value"),
+    ("defense=sca,defense=mid", "given twice"),
+])
+def test_bad_config_arguments_fail_clearly(arg, match):
+  with pytest.raises(ValueError, match=match):
+    config_lib.parse_args(arg)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(defense="nope"), "defense.name"),
+    (dict(dataset="imagenet"), "data.name"),
+    (dict(protocol="faithful"), "protocol"),
+    (dict(imports=("no_such_module_xyz",)), "config.imports"),
+])
+def test_unknown_config_values_are_refused_by_field(kw, match):
+  with pytest.raises(ValueError, match=match):
+    config_lib.make_config(**kw)
+
+
+def test_a_protocol_is_one_registered_function():
+  @config_lib.register_protocol("test_two_epochs")
+  def two_epochs(c):
+    c.train.epochs = 2
+    return c
+  assert config_lib.make_config(protocol="test_two_epochs").train.epochs == 2

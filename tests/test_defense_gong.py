@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from sca_jax import train
-from sca_jax.defenses import DEFENSES, TrainingSet, gan, gong
+from sca_jax.defenses import DEFENSES, TrainingSet, gan, gong, gong_fakes
 from sca_jax.models import build_model
 from conftest import tiny_config, toy_labelled_images
 
@@ -32,11 +32,11 @@ def _cfg():
 @pytest.fixture(scope="module")
 def made():
   x, y = _data()
-  return _cfg(), x, y, gong.make_fakes(_cfg(), x, y, jax.random.key(0))
+  return _cfg(), x, y, gong_fakes.make_fakes(_cfg(), x, y, jax.random.key(0))
 
 
 def _logp(f, x, y):
-  logits, h = gong.predict(f.trainer, f.state, x)
+  logits, h = gong_fakes.predict(f.trainer, f.state, x)
   return np.asarray(jax.nn.log_softmax(logits))[np.arange(len(y)), y], h
 
 
@@ -58,15 +58,15 @@ def test_type1_fakes_are_their_label_yet_far_from_the_real_class(made):
   def fakes(weight, margin):  # the GAN fine-tuned on CE (+ misleading term)
     c = cfg.copy_and_resolve_references()
     c.update(gong_mislead_weight=weight, gong_margin=margin)
-    g = gong.misleading_generator(c, gen, disc, f.trainer, f.state, f.mu,
+    g = gong_fakes.misleading_generator(c, gen, disc, f.trainer, f.state, f.mu,
                                   f.r, np.array(PROTECTED), (28, 28, 1),
                                   jax.random.key(3))
     logp, h = _logp(f, gan.sample(g, f.y1, (28, 28, 1), jax.random.key(4)),
                     f.y1)
-    return float(gong.relative_distance(h, f.y1, f.mu, f.r).mean()), logp
+    return float(gong_fakes.relative_distance(h, f.y1, f.mu, f.r).mean()), logp
 
   _, h_real = _logp(f, x, y)
-  d_real = float(gong.relative_distance(h_real, y, f.mu, f.r).mean())
+  d_real = float(gong_fakes.relative_distance(h_real, y, f.mu, f.r).mean())
   np.testing.assert_allclose(d_real, 1.0, rtol=1e-4)  # by definition of r_c
   d0, _ = fakes(0.0, 0.0)
   # A margin beyond where CE alone leaves the (poor, 1-epoch) GAN's samples,
@@ -158,7 +158,7 @@ def test_gong_gan_pp_drifts_less_along_high_fisher_directions(made):
       state, _ = trainer.train_step(state, ts.x[idx], ts.y[idx],
                                     jax.random.key(step))
     drift = ts.param_loss(state.params)[1]["ewc"]  # sum F (theta-theta*)^2
-    logits, _ = gong.predict(f.trainer, state, x)
+    logits, _ = gong_fakes.predict(f.trainer, state, x)
     return float(drift), np.mean(logits.argmax(1) == y)
 
   drift_ewc, acc_ewc = finetune(with_ewc)

@@ -53,6 +53,6 @@ def test_kl_term_changes_the_gradient():
   logits, reps = model(x, train=True, key=jax.random.key(1))
   assert float(extra(logits, reps, x, y, None)[1]["kl"]) > 0
   g0, g1 = grads(False), grads(True)
-  d = jnp.max(jnp.abs(g0.bottleneck_stats.kernel.get_value()
-                      - g1.bottleneck_stats.kernel.get_value()))
+  d = jnp.max(jnp.abs(g0.before_head_layers[0].kernel.get_value()
+                      - g1.before_head_layers[0].kernel.get_value()))
   assert float(d) > 1e-6

@@ -1,5 +1,7 @@
-"""Evaluation classifier: config merging, batching, accuracy and the cache."""
+"""Evaluation classifier: config merging, batching, accuracy and the cache;
+the judge never trains on the target's training images."""
 
+import dataclasses
 
 import ml_collections
 import numpy as np
@@ -10,7 +12,8 @@ from sca_jax import evaluation
 
 @pytest.fixture(scope="module")
 def mnist(mnist_splits):
-  return mnist_splits(2000, 500, 500)
+  # The judge trains on the first 80% of the test split (2000 images).
+  return mnist_splits(500, 2500, 500)
 
 
 def test_with_defaults_overrides_and_rejects_unknown_fields():
@@ -54,6 +57,12 @@ def test_eval_classifier_accuracy_features_and_cache(mnist, tmp_path,
   feats = clf.features(mnist.test_x[:7])
   assert feats.shape == (7, 128) and np.all(feats >= 0)
   assert clf.logits(mnist.test_x[:7]).shape == (7, 10)
+  n = len(mnist.test_x)  # 2500 with the published files
+  n_held = round(0.2 * n)
+  assert clf.info()["trained_on"] == dict(
+      train=f"target test split [0, {min(n - n_held, 2000)})",
+      accuracy_on=f"target test split [{n - n_held}, {n})",
+      disjoint_from_target_training=True)
   saved = list(tmp_path.glob("eval_classifiers/mnist-*/params.npz"))
   assert len(saved) == 1
 
@@ -72,3 +81,20 @@ def test_cache_key_depends_on_data_and_config(mnist):
   other = evaluation.with_defaults(evaluation.DEFAULTS, {"seed": 1},
                                    "eval_classifier")
   assert key != evaluation._fingerprint(mnist, other, 100)
+  # The judge's weights depend on the test split, never on the target's
+  # training images (which are what gets reconstructed).
+  flipped = lambda a: a[::-1].copy()
+  moved_train = dataclasses.replace(mnist, train_x=flipped(mnist.train_x),
+                                    train_y=flipped(mnist.train_y))
+  assert key == evaluation._fingerprint(moved_train, cfg, 100)
+  moved_test = dataclasses.replace(mnist, test_x=flipped(mnist.test_x))
+  assert key != evaluation._fingerprint(moved_test, cfg, 100)
+
+
+def test_too_small_test_split_or_bad_holdout_is_refused(mnist):
+  with pytest.raises(ValueError, match=r"holdout_fraction"):
+    evaluation.get_eval_classifier(mnist, {"holdout_fraction": 1.0})
+  tiny = dataclasses.replace(mnist, test_x=mnist.test_x[:1],
+                             test_y=mnist.test_y[:1])
+  with pytest.raises(ValueError, match=r"max_test"):
+    evaluation.get_eval_classifier(tiny, {"cache": False})

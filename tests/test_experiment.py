@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sca_jax import experiment
+from sca_jax import checkpoint, experiment, validation
+from sca_jax.defenses import DEFENSES
 from conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("train.epochs", 0, "config.train.epochs"),
 ])
 def test_bad_config_fails_before_loading_data(tmp_path, field, value, match):
+  (tmp_path / "no_data_here").mkdir()  # an empty folder: loading would fail
   c = tiny_config("sca", data_dir=str(tmp_path / "no_data_here"))
   section, name = field.split(".")
   c[section][name] = value
@@ -54,14 +56,61 @@ def test_another_experiment_in_the_same_workdir_is_refused(tiny, tmp_path):
   experiment.run(c, tmp_path)
   before = (tmp_path / "results.json").read_text()
   c.seed = 1
-  with pytest.raises(ValueError, match="different experiment"):
+  with pytest.raises(validation.ConfigError, match="another experiment"):
     experiment.run(c, tmp_path)
   assert (tmp_path / "results.json").read_text() == before
 
 
+def _files(root: Path) -> dict[str, bytes]:
+  return {str(p.relative_to(root)): p.read_bytes()
+          for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_foreign_checkpoints_are_refused_with_config_and_results_gone(
+    tiny, tmp_path, monkeypatch):
+  c = tiny("sca")
+  experiment.run(c, tmp_path)
+  (tmp_path / "config.json").unlink()
+  (tmp_path / "results.json").unlink()
+  before = _files(tmp_path)
+  c.defense.lam = 0.25
+  monkeypatch.setattr(experiment, "make_splits", None)  # never reached
+  with pytest.raises(validation.ConfigError, match="checkpoint steps"):
+    experiment.run(c, tmp_path)
+  assert _files(tmp_path) == before
+
+
+def test_a_failed_run_changes_nothing_in_its_workdir(tiny, tmp_path):
+  c = tiny("no_defense")
+  experiment.run(c, tmp_path)
+  before = _files(tmp_path)
+  bad = tiny("no_defense")
+  bad.defense.kernel = 0  # fails before loading
+  with pytest.raises(validation.ConfigError, match="defense.kernel"):
+    experiment.run(bad, tmp_path)
+  assert _files(tmp_path) == before
+  bad = tiny("no_defense")
+  bad.train.batch_size = 512  # more than the 256 training images: after
+  with pytest.raises(validation.ConfigError, match="train.batch_size"):
+    experiment.run(bad, tmp_path / "new")  # loading, before training
+  assert not (tmp_path / "new").exists()
+
+
+def test_nan_run_then_retry_with_a_lower_learning_rate(tiny, tmp_path):
+  c = tiny("no_defense")
+  c.train.optimizer, c.train.schedule = "sgd", "constant"
+  c.train.learning_rate, c.train.log_every = 1e30, 1
+  with pytest.raises(checkpoint.TrainingDiverged, match="no checkpoint"):
+    experiment.run(c, tmp_path)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["diverged"]
+  c.train.learning_rate = 1e-2
+  results = experiment.run(c, tmp_path)
+  assert results["train"]["resumed_from_step"] == 0
+
+
 def test_skip_training_evaluates_the_checkpoint(tiny, tmp_path):
   c = tiny("no_defense")
-  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+  with pytest.raises(validation.ConfigError, match="no checkpoint"):
     c.train.skip = True
     experiment.run(c, tmp_path)
   c.train.skip = False
@@ -90,25 +139,42 @@ def test_run_with_attacks_reports_them_beside_accuracy(tiny, tmp_path,
   assert set(saved["attacks"]) == {"end_to_end", "split"}
 
 
-@pytest.mark.parametrize("config", sorted(
-    p.name for p in (ROOT / "configs").glob("*.py")))
-def test_every_config_file_loads_and_validates(config):
+def _load_config_file(name: str):
   ns = {}
-  exec((ROOT / "configs" / config).read_text(), ns)  # pylint: disable=exec-used
-  for arg in (None, "paper"):
-    c = ns["get_config"](arg)
+  exec((ROOT / "configs" / name).read_text(), ns)  # pylint: disable=exec-used
+  return ns["get_config"]
+
+
+def test_mnist_sca_config_file_is_the_experiment_config():
+  get_config = _load_config_file("mnist_sca.py")
+  for arg, protocol in ((None, "default"), ("paper", "paper")):
+    c = get_config(arg)
     experiment.validate(c)
+    assert c.to_dict() == _load_config_file("experiment.py")(
+        f"defense=sca,dataset=mnist,protocol={protocol}").to_dict()
   assert c.defense.num_iters == 500 and c.train.epochs == 25
   with pytest.raises(ValueError, match="paper"):
-    ns["get_config"]("huge")
+    get_config("huge")
+
+
+@pytest.mark.parametrize("defense", DEFENSES.names())
+def test_every_defense_reachable_from_the_experiment_config(defense):
+  get_config = _load_config_file("experiment.py")
+  for protocol in ("default", "paper"):
+    c = get_config(f"defense={defense},dataset=fashion_mnist,"
+                   f"protocol={protocol}")
+    experiment.validate(c)
+    assert (c.defense.name, c.data.name) == (defense, "fashion_mnist")
 
 
 def test_main_entry_point_with_overrides(data_dir, tmp_path):
   cmd = [sys.executable, "-m", "sca_jax.main",
-         "--config=configs/mnist_no_defense.py", f"--workdir={tmp_path}",
+         "--config=configs/experiment.py:defense=no_defense",
+         f"--workdir={tmp_path}",
          "--config.data.max_train=128", "--config.data.max_test=64",
          "--config.data.max_aux=64", "--config.train.epochs=1",
-         "--config.train.batch_size=32", "--config.defense.hidden=(16,)"]
+         "--config.train.batch_size=32", "--config.defense.hidden=(16,)",
+         "--config.train.checkpoint_every=2"]
   env = dict(os.environ, SCA_JAX_DATA_DIR=data_dir)
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=300)
@@ -120,4 +186,22 @@ def test_main_entry_point_with_overrides(data_dir, tmp_path):
                                   "--config.defense.name=nope"],
                        cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=300)
-  assert bad.returncode != 0 and "allowed" in bad.stderr
+  assert bad.returncode == 2 and "allowed" in bad.stderr
+  assert "Traceback" not in bad.stderr
+  assert [s for s in bad.stderr.splitlines() if s.startswith("error:")] == [
+      bad.stderr.strip()]
+  debug = subprocess.run(bad.args + ["--debug"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+  assert debug.returncode != 0 and "Traceback" in debug.stderr
+  # The newest checkpoint corrupt: one line, the older one used, no noise.
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
+  assert steps == [2, 4]
+  for p in (tmp_path / "checkpoints" / "4").rglob("*"):
+    if p.is_file() and p.stat().st_size:
+      p.write_bytes(b"garbage")
+  again = subprocess.run(cmd + ["--config.attacks=()"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+  out = again.stdout + again.stderr
+  assert again.returncode == 0, out[-2000:]
+  assert "Traceback" not in out and out.count("is unreadable") == 1
+  assert "resuming from step 2" in out

@@ -81,6 +81,31 @@ def test_decode_is_the_dense_matrix_and_encode_its_adjoint(stride, c, f, k):
                              atol=1e-5)
 
 
+# Odd sizes at strides 2 and 3: the encoder skips rows at the far edge.
+@pytest.mark.parametrize("stride,c,f,k", [(1, 2, 3, 3), (2, 2, 3, 3),
+                                          (3, 1, 2, 4)])
+def test_dictionary_gradients_of_encode_and_decode_match_the_dense_matrix(
+    stride, c, f, k):
+  D, x = _problem(0, hw=(7, 9), c=c, f=f, k=k)
+  oh, ow = -(-7 // stride), -(-9 // stride)
+  rng = np.random.default_rng(2)
+  g = rng.normal(size=(1, oh, ow, f)).astype(np.float32)
+  # <encode(x, D), g> = x^T A(D) g with A linear in D: its derivative in
+  # entry e is x^T A(e) g, A(e) the dense decoder of the unit dictionary e.
+  want = np.zeros(D.size)
+  for e in range(D.size):
+    unit = np.zeros(D.size, np.float32)
+    unit[e] = 1.0
+    A_e = dense_dictionary(unit.reshape(D.shape), (7, 9), stride)
+    want[e] = x.ravel() @ A_e @ g.ravel()
+  grad_enc = jax.grad(lambda D: jnp.vdot(lca.encode(jnp.asarray(x), D, stride),
+                                         g))(jnp.asarray(D))
+  grad_dec = jax.grad(lambda D: jnp.vdot(
+      lca.decode(jnp.asarray(g), D, stride, (7, 9)), x))(jnp.asarray(D))
+  np.testing.assert_allclose(np.asarray(grad_enc).ravel(), want, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(grad_dec).ravel(), want, atol=1e-4)
+
+
 def test_lateral_term_equals_dense_gram_minus_identity():
   D, _ = _problem(2)
   A = dense_dictionary(D, (8, 8), 1)

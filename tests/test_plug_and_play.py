@@ -13,7 +13,8 @@ from flax import traverse_util
 from sca_jax import attacks
 from sca_jax import evaluation
 from sca_jax.attacks import plug_and_play as pnp
-from sca_jax.attacks.inversion import attack_config
+from sca_jax.attacks import pnp_latents
+from sca_jax.attacks.contract import attack_config
 from sca_jax.convert import import_stylegan2
 from sca_jax.convert import stylegan
 from sca_jax.data.splits import Splits
@@ -38,7 +39,7 @@ def test_poincare_loss_matches_numpy():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(5, 4)).astype(np.float32) * 3
   labels = np.array([0, 1, 2, 3, 1])
-  np.testing.assert_allclose(pnp.poincare_loss(logits, labels),
+  np.testing.assert_allclose(pnp_latents.poincare_loss(logits, labels),
                              _poincare_numpy(logits, labels), rtol=1e-4)
 
 
@@ -137,8 +138,8 @@ def test_missing_generator_fails_before_compute(setup, tmp_path, monkeypatch):
 def test_augment_keeps_shape_and_range():
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 12, 12, 1)),
                   jnp.float32)
-  out = pnp.augment(x, jax.random.key(0), (0.5, 0.9), (0.8, 1.2), True)
+  out = pnp_latents.augment(x, jax.random.key(0), (0.5, 0.9), (0.8, 1.2), True)
   assert out.shape == x.shape
   assert float(out.min()) >= -1e-5 and float(out.max()) <= 1 + 1e-5
-  same = pnp.augment(x, jax.random.key(0), (1.0, 1.0), (1.0, 1.0), False)
+  same = pnp_latents.augment(x, jax.random.key(0), (1.0, 1.0), (1.0, 1.0), False)
   np.testing.assert_allclose(same, x, atol=1e-5)

@@ -35,7 +35,7 @@ def _sweep_file(tmp_path: Path, data_dir: str, broken: bool = True) -> Path:
   extra = ('{"target": [{"name": "broken", "defense": "no_defense", '
            '"train.epochs": 0}], "seed": [0]}') if broken else ""
   path.write_text(f"""
-CONFIG = "configs/mnist_{{defense}}.py"
+CONFIG = "configs/experiment.py:defense={{defense}},dataset=mnist"
 OVERRIDES = {overrides!r}
 AXES = [{{
     "target": [

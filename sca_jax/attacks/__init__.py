@@ -2,22 +2,30 @@
 
 Config (every section and field optional except `attacks`):
 
-  config.attacks = ("end_to_end", "split")   # names registered in ATTACKS
+  config.attacks = ("end_to_end", "split", "first_layer")  # ATTACKS names
   config.attack.<name>.<field>                # per-attack overrides of
-      # inversion.COMMON_DEFAULTS and the attack's own defaults:
-      #   leak         "last_hidden" (end_to_end) / "first" (split); any name
-      #                of model.representation_names()
+      # contract.COMMON_DEFAULTS (grid_per_group 4, eval_batch_size 256) and
+      # the attack's own defaults (`AttackSpec.defaults`); attacks that query
+      # the target add contract.LEAK_DEFAULTS:
+      #   leak         "last_hidden" (end_to_end) / "first_linear" (split) /
+      #                "first" (first_layer); any name of
+      #                model.representation_names() (docs/threat_models.md)
+      #   num_images 512, represent_batch_size 256, queries 1
+      # and the learned inversions (inversion.INVERSION_DEFAULTS):
       #   net          "deconv" | "mlp"        net_args  {} (net keywords:
       #                mlp: hidden=(1024,); deconv: channels=64,
       #                min_channels=16, kernel=4)
       #   epochs 20, batch_size 64, learning_rate 1e-3 (Adam), loss "mse" |
-      #   "bce", val_fraction 0.1, num_images 512, grid_per_group 4 (0: no
-      #   picture), represent_batch_size 256, eval_batch_size 256, log_every 1
-      # The paper's protocol is epochs 50, batch_size 16
-      # (inversion.PAPER_OVERRIDES).
+      #   "bce", val_fraction 0.1, log_every 1
+      # The paper's protocol: `AttackSpec.paper_overrides` (learned
+      # inversions: epochs 50, batch_size 16).
   config.eval_classifier.<field>              # evaluation.DEFAULTS: epochs 3,
-      # batch_size 32, learning_rate 2e-3, max_train 10000, seed 0,
-      # cache True, eval_batch_size 500
+      # batch_size 32, learning_rate 2e-3, max_train 10000,
+      # holdout_fraction 0.2, seed 0, cache True, eval_batch_size 500
+
+Every module of this package is imported here (each registers itself); an
+attack outside the package registers the same way (`contract.ATTACKS`) and is
+named in `config.imports`.
 
 `validate(config)` checks all of it without a model or data; `run_attacks`
 also checks each leak name against the model before any compute, trains the
@@ -35,18 +43,15 @@ import jax
 import ml_collections
 
 from sca_jax import evaluation
-from sca_jax.attacks import code_decoding  # noqa: F401  (registers)
-from sca_jax.attacks import end_to_end  # noqa: F401  (registers)
-from sca_jax.attacks import feature_inversion  # noqa: F401  (registers)
-from sca_jax.attacks import plug_and_play  # noqa: F401  (registers)
-from sca_jax.attacks import split  # noqa: F401  (registers)
-from sca_jax.attacks.inversion import ATTACKS
-from sca_jax.attacks.inversion import COMMON_DEFAULTS
-from sca_jax.attacks.inversion import PAPER_OVERRIDES
-from sca_jax.attacks.inversion import attack_config
-from sca_jax.attacks.inversion import check_leak
+from sca_jax.attacks.applicability import applicable_adaptive_attacks
+from sca_jax.attacks.contract import ATTACKS
+from sca_jax.attacks.contract import COMMON_DEFAULTS
+from sca_jax.attacks.contract import attack_config
+from sca_jax.attacks.contract import check_leak
 from sca_jax.attacks.inversion_nets import INVERSION_NETS
-from sca_jax.attacks.query_averaging import applicable_adaptive_attacks
+from sca_jax.registry import import_members
+
+MODULES = import_members(__name__, __path__)  # each attack registers itself
 
 
 def _names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -89,13 +94,14 @@ def validate(config: ml_collections.ConfigDict
 
 
 def default_config(paper: bool = False) -> ml_collections.ConfigDict:
-  """Both attacks, every field spelled out (`paper`: 50 epochs, batch 16)."""
+  """Every attack, every field spelled out (`paper`: each attack's
+  `paper_overrides`, e.g. 50 epochs at batch 16 for the learned inversions)."""
   c = ml_collections.ConfigDict()
   c.attacks = tuple(ATTACKS.names())
   c.attack = ml_collections.ConfigDict()
   for name in ATTACKS.names():
     c.attack[name] = attack_config(
-        name, dict(PAPER_OVERRIDES) if paper else None)
+        name, dict(ATTACKS.get(name).paper_overrides) if paper else None)
   c.eval_classifier = ml_collections.ConfigDict(evaluation.DEFAULTS)
   return c
 
@@ -108,7 +114,8 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
     config: the experiment config (`attacks`, `attack`, `eval_classifier`).
     model: the trained target (`LayerStack`); only read, never updated.
     splits: `sca_jax.data.Splits`: attacks train on `aux_*`, reconstruct
-      `train_*`; the evaluation classifier trains on `train_*`.
+      `train_*`; the evaluation classifier trains on part of `test_*`,
+      never on the reconstructed images.
     workdir: pictures are written to `<workdir>/attacks/<name>.png`.
     key: randomness; each attack gets a key folded from its name, so adding
       or removing an attack does not change the others.
@@ -118,7 +125,8 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
   """
   cfgs = validate(config)
   for name, cfg in cfgs.items():
-    check_leak(name, cfg.leak, model)
+    if "leak" in cfg:
+      check_leak(name, cfg.leak, model)
     check_model = ATTACKS.get(name).check_model
     if check_model is not None:
       check_model(cfg, model, f"attack.{name}")
@@ -134,6 +142,6 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
   return results
 
 
-__all__ = ["ATTACKS", "COMMON_DEFAULTS", "INVERSION_NETS", "PAPER_OVERRIDES",
-           "applicable_adaptive_attacks", "attack_config", "default_config",
-           "run_attacks", "validate"]
+__all__ = ["ATTACKS", "COMMON_DEFAULTS", "INVERSION_NETS", "MODULES",
+           "applicable_adaptive_attacks", "attack_config", "check_leak",
+           "default_config", "run_attacks", "validate"]

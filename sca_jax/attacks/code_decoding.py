@@ -36,8 +36,8 @@ from flax import nnx
 
 from sca_jax import lca
 from sca_jax import metrics
-from sca_jax.attacks import inversion
-from sca_jax.attacks.inversion import AttackSpec, ATTACKS
+from sca_jax.attacks import contract
+from sca_jax.attacks.contract import ATTACKS, LEAK_DEFAULTS, AttackSpec
 from sca_jax.evaluation import batched
 
 CALIBRATIONS = ("affine_per_pixel", "none", "ridge")
@@ -115,7 +115,7 @@ def make_decoder(model: nnx.Module, leak: str, aux_x: np.ndarray,
   (standardised) input space, before calibration."""
   path = check_decodable(model, leak, where)
   probe = jnp.asarray(aux_x[:_STAT_IMAGES])
-  state, emit = inversion.make_leak_fn(model, None)
+  state, emit = contract.make_leak_fn(model, None)
   key = jax.random.key(0)
   # Shapes without compute; the forward pass only where statistics are needed.
   reps = jax.eval_shape(emit, state, probe, key)
@@ -200,15 +200,15 @@ def run_code_decoding(cfg: ml_collections.ConfigDict, model: nnx.Module,
                       key: jax.Array, name: str = "code_decoding"
                       ) -> dict[str, Any]:
   """Decodes the leaked codes of the target's training images; JSON-ready."""
-  inversion.check_leak(name, cfg.leak, model)
+  contract.check_leak(name, cfg.leak, model)
   t0 = time.time()
   decoder = make_decoder(model, cfg.leak, splits.aux_x, f"attack.{name}")
   k_aux, k_target = jax.random.split(key)
-  represent = inversion.make_represent(model, cfg.leak)
+  represent = contract.make_represent(model, cfg.leak)
   bs, q = int(cfg.represent_batch_size), int(cfg.queries)
 
   def reconstruct_raw(x, k):
-    reps = inversion.query(represent, x, bs, k, q)
+    reps = contract.query(represent, x, bs, k, q)
     return reps.shape[1:], batched(decoder, bs, reps)
 
   t_fit = time.time()
@@ -228,8 +228,9 @@ def run_code_decoding(cfg: ml_collections.ConfigDict, model: nnx.Module,
   print(f"[{name}] leak {cfg.leak} {tuple(rep_shape)}, calibration "
         f"{cfg.calibration} ({n_params:,} params, aux PSNR {aux_psnr:.2f} dB)",
         flush=True)
-  evaluated = inversion.evaluate_reconstructions(
-      name, cfg, recon, x_true, y_true, splits.aux_x, evaluator, workdir)
+  evaluated = contract.evaluate_reconstructions(
+      name, cfg, recon, x_true, y_true, splits.aux_x, evaluator, workdir,
+      aux_y=splits.aux_y)
   return dict(
       attack=name, leak=dict(name=cfg.leak, shape=list(rep_shape)),
       inversion_net=dict(name=f"dictionary_decode+{cfg.calibration}",
@@ -244,5 +245,5 @@ SPEC = ATTACKS.register("code_decoding")(AttackSpec(
     "code_decoding",
     "white-box: decode leaked sparse codes with the known dictionary, then a "
     "least-squares output calibration fitted on the auxiliary set",
-    dict(DEFAULTS), run_code_decoding, _check,
+    {**LEAK_DEFAULTS, **DEFAULTS}, run_code_decoding, _check,
     lambda cfg, model, where: check_decodable(model, cfg.leak, where)))

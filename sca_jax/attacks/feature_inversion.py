@@ -28,8 +28,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sca_jax.attacks import inversion
-from sca_jax.attacks.inversion import AttackSpec, ATTACKS
+from sca_jax.attacks import contract
+from sca_jax.attacks.contract import ATTACKS, LEAK_DEFAULTS, AttackSpec
 
 INITS = ("mean_aux", "gray")
 
@@ -109,15 +109,15 @@ def run_feature_inversion(cfg: ml_collections.ConfigDict, model: nnx.Module,
                           key: jax.Array, name: str = "feature_inversion"
                           ) -> dict[str, Any]:
   """Inverts the leaked representations of target training images."""
-  inversion.check_leak(name, cfg.leak, model)
+  contract.check_leak(name, cfg.leak, model)
   t0 = time.time()
   k_target, k_opt = jax.random.split(key)
-  state, leak_fn = inversion.make_leak_fn(model, cfg.leak)
+  state, leak_fn = contract.make_leak_fn(model, cfg.leak)
   rep_fn = lambda x, k: leak_fn(state, x, k)
-  represent = inversion.make_represent(model, cfg.leak)
+  represent = contract.make_represent(model, cfg.leak)
   n = min(int(cfg.num_images), len(splits.train_x))
   x_true, y_true = splits.train_x[:n], splits.train_y[:n]
-  reps = inversion.query(represent, x_true, int(cfg.represent_batch_size),
+  reps = contract.query(represent, x_true, int(cfg.represent_batch_size),
                          k_target, int(cfg.queries))
   if cfg.init == "mean_aux":
     init = splits.aux_x.mean(axis=0, keepdims=True)
@@ -141,8 +141,9 @@ def run_feature_inversion(cfg: ml_collections.ConfigDict, model: nnx.Module,
   print(f"[{name}] leak {cfg.leak} {tuple(reps.shape[1:])}: {cfg.steps} Adam "
         f"steps, relative match {history[0]:.4f} -> {history[-1]:.4f} "
         f"({opt_time:.1f} s)", flush=True)
-  evaluated = inversion.evaluate_reconstructions(
-      name, cfg, recon, x_true, y_true, splits.aux_x, evaluator, workdir)
+  evaluated = contract.evaluate_reconstructions(
+      name, cfg, recon, x_true, y_true, splits.aux_x, evaluator, workdir,
+      aux_y=splits.aux_y)
   return dict(
       attack=name, leak=dict(name=cfg.leak, shape=list(reps.shape[1:])),
       inversion_net=dict(name="optimised_input",
@@ -160,12 +161,12 @@ SPEC = ATTACKS.register("feature_inversion")(AttackSpec(
     "feature_inversion",
     "white-box: optimise the input so the known target maps it onto the "
     "leaked representation (gradients through the unrolled LCA solver)",
-    dict(DEFAULTS), run_feature_inversion, _check))
+    {**LEAK_DEFAULTS, **DEFAULTS}, run_feature_inversion, _check))
 # The same attacker on the end-to-end leak: through every layer of the target.
 SPEC_END_TO_END = ATTACKS.register("feature_inversion_end_to_end")(AttackSpec(
     "feature_inversion_end_to_end",
     "feature_inversion on the last hidden layer's leak (end-to-end threat "
     "model)",
-    {**DEFAULTS, "leak": "last_hidden"},
+    {**LEAK_DEFAULTS, **DEFAULTS, "leak": "last_hidden"},
     functools.partial(run_feature_inversion,
                       name="feature_inversion_end_to_end"), _check))

@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 
 def pick_by_psnr(psnr_B: np.ndarray, per_group: int
@@ -40,6 +38,9 @@ def save_grid(path: str | os.PathLike, originals_BHWC: np.ndarray,
   groups = pick_by_psnr(psnr_B, per_group)
   cols = [(g, i) for g, idx in groups.items() for i in idx]
   grey = originals_BHWC.shape[-1] == 1
+  # Imported here: importing the attacks (for their defaults) stays cheap.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   fig = Figure(figsize=(1.1 * len(cols), 2.9))
   FigureCanvasAgg(fig)
   axes = fig.subplots(2, len(cols), squeeze=False)

@@ -8,20 +8,20 @@ The attacker (paper, Sec. 2 and Appendix B):
      parameters with the best loss on a held-out part of the auxiliary set;
   3. reconstructs the target's training images from their leaked
      representations, scored by PSNR, SSIM, FID over evaluation-classifier
-     features and attack accuracy, next to a trivial attacker that always
-     answers the mean auxiliary image (the floor any real attack must beat).
+     features, attack accuracy and re-identification rate, next to three
+     floors (mean, class-mean and retrieval-oracle images: sca_jax.leakage).
 
-The target is split once with `nnx.split`; `make_represent` closes over its
-state in a jitted function, so no gradient, optimiser or update can reach it.
-Unlike the authors' code (PAPER_PROTOCOL.md: their optimiser held the target's
-parameters, so the inversion net never trained), the inversion net is trained.
+The target is read through `contract.make_represent` (its state closed over
+in a jitted function), so no gradient, optimiser or update can reach it.
+Unlike the authors' code (their inversion script handed the target's
+parameters to the optimiser, so the inversion net never trained), the
+inversion net is trained. The attack contract (registry, leak lookup,
+queries, scoring) is `contract.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
 import math
 import time
 from pathlib import Path
@@ -34,19 +34,19 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sca_jax import metrics
-from sca_jax.attacks import grid as grid_lib
+from sca_jax import batching, metrics
 from sca_jax.attacks import inversion_nets
-from sca_jax.evaluation import EvalClassifier, batched, with_defaults
-from sca_jax.registry import Registry
+from sca_jax.attacks.contract import (ATTACKS, LEAK_DEFAULTS, AttackSpec,
+                                      check_leak, evaluate_reconstructions,
+                                      make_represent, query)
+from sca_jax.evaluation import EvalClassifier, batched
 
 LOSSES = ("mse", "bce")
 
-# Every field of `config.attack.<name>`, with the shared defaults; each attack
-# overrides a few (`AttackSpec.defaults`). The paper trains 50 epochs at batch
-# 16 (`PAPER_OVERRIDES`); the default is sized for CPU runs.
-COMMON_DEFAULTS = dict(
-    leak="last_hidden",       # a name from model.representation_names()
+# The learned inversion's own fields (over contract.COMMON_DEFAULTS and
+# contract.LEAK_DEFAULTS); each attack overrides a few. The paper trains 50
+# epochs at batch 16 (`PAPER_OVERRIDES`); the default is sized for CPU runs.
+INVERSION_DEFAULTS = dict(
     net="deconv",             # a name from INVERSION_NETS
     net_args={},              # keyword settings of the net (see inversion_nets)
     epochs=20,
@@ -54,35 +54,22 @@ COMMON_DEFAULTS = dict(
     learning_rate=1e-3,       # Adam
     loss="mse",               # or "bce" (on the net's pre-sigmoid output)
     val_fraction=0.1,         # of the auxiliary set, for model selection
-    num_images=512,           # first N target training images reconstructed
-    grid_per_group=4,         # images per highest/median/lowest group; 0: none
-    represent_batch_size=256,  # target queries per call
-    eval_batch_size=256,
     log_every=1,              # epochs between progress lines
-    # Leaked outputs averaged per input, each with a fresh key: against
-    # defenses that add fresh noise at inference (1: one query per input).
-    queries=1,
 )
 PAPER_OVERRIDES = dict(epochs=50, batch_size=16)
 # Queries per input of the `*_averaged` attacks: noise std / 4.
 AVERAGED_QUERIES = 16
 
-ATTACKS: Registry = Registry("attack")
 
-
-@dataclasses.dataclass(frozen=True)
-class AttackSpec:
-  """A registered attack: its defaults over `COMMON_DEFAULTS` and runner."""
-  name: str
-  description: str
-  defaults: dict[str, Any]
-  run: Callable[..., dict[str, Any]]
-  # Checks the attack's own fields: `check(cfg, where)` raises ValueError.
-  check: Callable[[ml_collections.ConfigDict, str], None] | None = None
-  # Checks the attack against the target before any compute:
-  # `check_model(cfg, model, where)` raises ValueError.
-  check_model: Callable[[ml_collections.ConfigDict, nnx.Module, str],
-                        None] | None = None
+def check_fields(cfg: ml_collections.ConfigDict, where: str) -> None:
+  """Checks the inversion fields of an attack config (no model needed)."""
+  inversion_nets.check_net_args(cfg.net, dict(cfg.net_args), f"{where}.net")
+  if cfg.loss not in LOSSES:
+    raise ValueError(f"config.{where}.loss must be one of {LOSSES}, got "
+                     f"{cfg.loss!r}")
+  if not 0 < float(cfg.val_fraction) < 1:
+    raise ValueError(f"config.{where}.val_fraction must be in (0, 1), got "
+                     f"{cfg.val_fraction}")
 
 
 def register_inversion_attack(name: str, description: str,
@@ -92,118 +79,13 @@ def register_inversion_attack(name: str, description: str,
   add fresh noise at inference)."""
   def register(n: str, d: str, extra: dict[str, Any]) -> AttackSpec:
     return ATTACKS.register(n)(AttackSpec(
-        n, d, {**defaults, **extra},
-        functools.partial(run_inversion_attack, n)))
+        n, d, {**LEAK_DEFAULTS, **INVERSION_DEFAULTS, **defaults, **extra},
+        functools.partial(run_inversion_attack, n), check_fields,
+        paper_overrides=PAPER_OVERRIDES))
 
   register(f"{name}_averaged", f"{description}, each the mean of "
            f"{AVERAGED_QUERIES} queries", {"queries": AVERAGED_QUERIES})
   return register(name, description, {})
-
-
-def attack_config(name: str, overrides: Any = None
-                  ) -> ml_collections.ConfigDict:
-  """`config.attack.<name>` over the attack's defaults, checked (no model)."""
-  spec = ATTACKS.get(name, field="attacks")
-  where = f"attack.{name}"
-  cfg = with_defaults({**COMMON_DEFAULTS, **spec.defaults}, overrides, where)
-  if not isinstance(cfg.leak, str) or not cfg.leak:
-    raise ValueError(f"config.{where}.leak must be a representation name")
-  inversion_nets.check_net_args(cfg.net, dict(cfg.net_args), f"{where}.net")
-  for key in ("epochs", "batch_size", "num_images", "represent_batch_size",
-              "eval_batch_size", "log_every", "queries"):
-    if int(cfg[key]) < 1:
-      raise ValueError(f"config.{where}.{key} must be >= 1, got {cfg[key]}")
-  if int(cfg.num_images) < 2:
-    raise ValueError(f"config.{where}.num_images must be >= 2 (FID needs a "
-                     f"covariance), got {cfg.num_images}")
-  if int(cfg.grid_per_group) < 0:
-    raise ValueError(f"config.{where}.grid_per_group must be >= 0")
-  if not float(cfg.learning_rate) > 0:
-    raise ValueError(f"config.{where}.learning_rate must be > 0")
-  if cfg.loss not in LOSSES:
-    raise ValueError(f"config.{where}.loss must be one of {LOSSES}, got "
-                     f"{cfg.loss!r}")
-  if not 0 < float(cfg.val_fraction) < 1:
-    raise ValueError(f"config.{where}.val_fraction must be in (0, 1), got "
-                     f"{cfg.val_fraction}")
-  if spec.check is not None:
-    spec.check(cfg, where)
-  return cfg
-
-
-def check_leak(name: str, leak: str, model: nnx.Module) -> None:
-  allowed = list(model.representation_names())
-  if leak not in allowed:
-    raise ValueError(f"config.attack.{name}.leak: {leak!r} is not a "
-                     f"representation of this model; allowed: {allowed}")
-
-
-Represent = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def make_leak_fn(model: nnx.Module, leak: str | None
-                 ) -> tuple[nnx.State, Callable[..., jax.Array]]:
-  """`(state, leak_fn(state, x_BHWC, key) -> rep)`, pure and differentiable.
-
-  `leak` None: every representation, as a dict.
-
-  Stochastic defenses get the key, so the attacker sees whatever the deployed
-  model emits for that query: through a method `leaked_representations(x_BHWC,
-  key) -> dict` if the model has one, else through a `key` argument of
-  `__call__` if it takes one; otherwise the key is unused. Eval mode (batch
-  norm running averages, no dropout). Adaptive attacks differentiate it.
-  """
-  graphdef, state = nnx.split(model)
-  emits = hasattr(model, "leaked_representations")
-  takes_key = "key" in inspect.signature(type(model).__call__).parameters
-
-  def leak_fn(state, x_BHWC, key):
-    target = nnx.merge(graphdef, state)
-    if emits:
-      reps = target.leaked_representations(x_BHWC, key)
-    elif takes_key:
-      _, reps = target(x_BHWC, train=False, key=key)
-    else:
-      _, reps = target(x_BHWC, train=False)
-    return reps if leak is None else reps[leak]
-
-  return state, leak_fn
-
-
-def make_represent(model: nnx.Module, leak: str) -> Represent:
-  """`represent(x_BHWC, key) -> rep`: what the frozen target leaks.
-
-  The target's state is captured here once and only read (see
-  `make_leak_fn`); no gradient can flow back into it.
-  """
-  state, leak_fn = make_leak_fn(model, leak)
-  represent = jax.jit(lambda s, x, k: jax.lax.stop_gradient(leak_fn(s, x, k)))
-  return functools.partial(represent, state)
-
-
-def query(represent: Represent, x_BHWC: np.ndarray, batch_size: int,
-          key: jax.Array, queries: int = 1) -> np.ndarray:
-  """Leaked representations of `x_BHWC`, one fresh key per query batch.
-
-  With `queries` k > 1 every input is queried k times, with keys
-  `fold_in(batch key, j)`, and the outputs averaged: fresh zero-mean noise
-  added at inference shrinks by sqrt(k) (the query-averaging adaptive attack).
-  """
-  counter = iter(range(len(x_BHWC)))
-  k = int(queries)
-  if k < 1:
-    raise ValueError(f"queries must be >= 1, got {queries}")
-
-  def one_batch(xb):
-    batch_key = jax.random.fold_in(key, next(counter))
-    if k == 1:
-      return represent(xb, batch_key)
-    total = represent(xb, jax.random.fold_in(batch_key, 0))
-    for j in range(1, k):
-      total = total + represent(xb, jax.random.fold_in(batch_key, j))
-    return total / k
-
-  return batched(one_batch, batch_size, x_BHWC)
 
 
 def standardizer(reps_N: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -296,10 +178,8 @@ def train_inversion(net: inversion_nets.InversionNet, train: tuple, val: tuple,
   t0 = time.time()
   for epoch in range(1, int(cfg.epochs) + 1):
     t_epoch = time.time()
-    perm = rng.permutation(len(x))
     losses = []
-    for i in range(steps):
-      idx = perm[i * bs:(i + 1) * bs]
+    for i, idx in enumerate(batching.epoch_batches(rng, len(x), bs)):
       state, m = train_step(state, (reps[idx], x[idx]),
                             jax.random.fold_in(key, epoch * steps + i))
       losses.append(m["loss"])
@@ -330,21 +210,6 @@ def train_inversion(net: inversion_nets.InversionNet, train: tuple, val: tuple,
               best_epoch=best_rec["epoch"], best_val_loss=best_rec["val_loss"],
               best_val_psnr=best_rec["val_psnr"])
   return reconstruct, info
-
-
-def score(recon_NHWC: np.ndarray, x_NHWC: np.ndarray, y_N: np.ndarray,
-          evaluator: EvalClassifier, feats_true: np.ndarray | None = None
-          ) -> tuple[dict[str, Any], np.ndarray]:
-  """PSNR, SSIM (per image), FID and attack accuracy of a reconstruction set."""
-  metrics.check_unit_range(recon_NHWC, "reconstructions")
-  psnr = np.asarray(metrics.psnr(recon_NHWC, x_NHWC))
-  ssim = np.asarray(metrics.ssim(recon_NHWC, x_NHWC))
-  if feats_true is None:
-    feats_true = evaluator.features(x_NHWC)
-  fid = metrics.fid_from_features(feats_true, evaluator.features(recon_NHWC))
-  correct = evaluator.correct(recon_NHWC, y_N).astype(np.float64)
-  return dict(psnr=metrics.summarize(psnr), ssim=metrics.summarize(ssim),
-              fid=fid, attack_accuracy=metrics.summarize(correct)), psnr
 
 
 def run_inversion_attack(name: str, cfg: ml_collections.ConfigDict,
@@ -382,47 +247,11 @@ def run_inversion_attack(name: str, cfg: ml_collections.ConfigDict,
                                  int(cfg.represent_batch_size), k_target,
                                  int(cfg.queries))))
   evaluated = evaluate_reconstructions(name, cfg, recon, x_true, y_true,
-                                       splits.aux_x, evaluator, workdir)
+                                       splits.aux_x, evaluator, workdir,
+                                       aux_y=splits.aux_y)
   return dict(
       attack=name, leak=dict(name=cfg.leak, shape=list(rep_shape)),
       inversion_net=dict(name=cfg.net, args=dict(cfg.net_args),
                          num_params=inversion_nets.count_params(net)),
       **evaluated, num_aux_train=len(tr), num_aux_val=len(va),
       **info, total_time_s=time.time() - t0, config=cfg.to_dict())
-
-
-def evaluate_reconstructions(name: str, cfg: ml_collections.ConfigDict,
-                             recon: np.ndarray, x_true: np.ndarray,
-                             y_true: np.ndarray, aux_x: np.ndarray,
-                             evaluator: EvalClassifier, workdir: str | Path
-                             ) -> dict[str, Any]:
-  """Scores, mean-aux-image floor and picture of one reconstruction set.
-
-  Returns psnr, ssim, fid, attack_accuracy, floor, fid_feature_network,
-  eval_classifier, num_images and grid: the part of an attack's results that
-  every attack (learned or adaptive) reports the same way.
-  """
-  n = len(x_true)
-  feats_true = evaluator.features(x_true)
-  scores, psnr = score(recon, x_true, y_true, evaluator, feats_true)
-  mean_image = aux_x.mean(axis=0, keepdims=True).astype(np.float32)
-  floor, _ = score(np.repeat(mean_image, n, axis=0), x_true, y_true,
-                   evaluator, feats_true)
-  floor["name"] = "mean_aux_image"
-
-  grid = None
-  if int(cfg.grid_per_group):
-    path = Path(workdir) / "attacks" / f"{name}.png"
-    shown = grid_lib.save_grid(
-        path, x_true, recon, psnr, int(cfg.grid_per_group),
-        title=f"{name}: leak {cfg.leak}, PSNR {scores['psnr']['mean']:.2f} dB "
-              f"(mean-image floor {floor['psnr']['mean']:.2f} dB)")
-    grid = dict(path=str(path), indices=shown)
-  print(f"[{name}] PSNR {scores['psnr']['mean']:.2f} dB (floor "
-        f"{floor['psnr']['mean']:.2f}), SSIM {scores['ssim']['mean']:.3f} "
-        f"(floor {floor['ssim']['mean']:.3f}), FID {scores['fid']:.2f} (floor "
-        f"{floor['fid']:.2f}), attack acc "
-        f"{scores['attack_accuracy']['mean']:.3f} (floor "
-        f"{floor['attack_accuracy']['mean']:.3f})", flush=True)
-  return dict(**scores, floor=floor, fid_feature_network=evaluator.name,
-              eval_classifier=evaluator.info(), num_images=n, grid=grid)

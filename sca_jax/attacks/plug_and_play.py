@@ -17,31 +17,27 @@ images (evaluation-classifier features), PSNR/SSIM against the nearest (pixel
 L2) training image of the class; the floor is unoptimised random generator
 samples, as many per class, scored alike.
 
-Config `config.attack.plug_and_play` (besides `inversion.COMMON_DEFAULTS`,
-of which it uses `grid_per_group` (images per class in the picture) and
-`eval_batch_size`): see `DEFAULTS`; the defaults are sized for CPU, PPA's
+Config `config.attack.plug_and_play` (besides `contract.COMMON_DEFAULTS`:
+`grid_per_group` (images per class in the picture) and `eval_batch_size`): see `DEFAULTS`; the defaults are sized for CPU, PPA's
 values are in `PAPER_OVERRIDES`.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from sca_jax import generator as gen_lib
 from sca_jax import metrics
-from sca_jax.attacks.inversion import ATTACKS, AttackSpec
+from sca_jax.attacks import pnp_latents
+from sca_jax.attacks.contract import ATTACKS, AttackSpec
 from sca_jax.convert import stylegan
 from sca_jax.evaluation import EvalClassifier
 
@@ -73,134 +69,6 @@ DEFAULTS = dict(
 )
 PAPER_OVERRIDES = dict(search_space=2000, candidates_per_class=200, steps=50,
                        final_views=100, keep_per_class=50)
-
-
-def poincare_loss(logits_BK: jax.Array, labels_B: jax.Array,
-                  xi: float = 1e-4) -> jax.Array:
-  """PPA's Poincare loss per example: hyperbolic distance to the one-hot.
-
-  u = logits / ||logits||_1 lies inside the unit ball; v = clip(one_hot - xi)
-  keeps the target just inside too, so the distance stays finite.
-  """
-  u = logits_BK / jnp.sum(jnp.abs(logits_BK), axis=-1, keepdims=True)
-  v = jnp.clip(jax.nn.one_hot(labels_B, logits_BK.shape[-1]) - xi, 0.0, 1.0)
-  u2 = jnp.sum(u * u, axis=-1)
-  v2 = jnp.sum(v * v, axis=-1)
-  d2 = jnp.sum(jnp.square(u - v), axis=-1)
-  return jnp.arccosh(1.0 + 2.0 * d2 / ((1.0 - u2) * (1.0 - v2)))
-
-
-def augment(x_BHWC: jax.Array, key: jax.Array, scale: tuple[float, float],
-            ratio: tuple[float, float], flip: bool) -> jax.Array:
-  """Random resized crops (back to the same size) and flips, differentiable."""
-  b, h, w, c = x_BHWC.shape
-  ks, kr, ky, kx, kf = jax.random.split(key, 5)
-  area = h * w * jax.random.uniform(ks, (b,), minval=scale[0],
-                                    maxval=scale[1])
-  r = jnp.exp(jax.random.uniform(kr, (b,), minval=np.log(ratio[0]),
-                                 maxval=np.log(ratio[1])))
-  ch = jnp.clip(jnp.sqrt(area / r), 1.0, h)
-  cw = jnp.clip(jnp.sqrt(area * r), 1.0, w)
-  y0 = jax.random.uniform(ky, (b,)) * (h - ch)
-  x0 = jax.random.uniform(kx, (b,)) * (w - cw)
-
-  def crop(img, ch, cw, y0, x0):
-    s = jnp.stack([h / ch, w / cw])
-    return jax.image.scale_and_translate(
-        img, (h, w, c), (0, 1), s, -jnp.stack([y0, x0]) * s, "linear")
-
-  x = jax.vmap(crop)(x_BHWC, ch, cw, y0, x0)
-  if flip:
-    flips = jax.random.bernoulli(kf, 0.5, (b,))[:, None, None, None]
-    x = jnp.where(flips, x[:, :, ::-1], x)
-  return x
-
-
-def make_fns(model: nnx.Module, gen, image_shape, center_crop, cfg
-             ) -> tuple[Any, Any, dict[str, Callable]]:
-  """Target/generator states and the jitted pure functions over them."""
-  t_graph, t_state = nnx.split(model)
-  g_graph, g_state = nnx.split(gen)
-  takes_key = "key" in inspect.signature(type(model).__call__).parameters
-
-  def logits(ts, x, key):
-    target = nnx.merge(t_graph, ts)
-    out = target(x, train=False, key=key) if takes_key else target(
-        x, train=False)
-    return out[0]
-
-  def images(gs, ws):
-    return gen_lib.render(nnx.merge(g_graph, gs).synthesis(ws), image_shape,
-                          center_crop)
-
-  def mapping(gs, z):
-    return nnx.merge(g_graph, gs).mapping(
-        z, None, truncation_psi=float(cfg.truncation_psi),
-        truncation_cutoff=cfg.truncation_cutoff)
-
-  def expand(w, num_ws):
-    return jnp.repeat(w, num_ws, axis=1) if w.shape[1] == 1 else w
-
-  # Scoring works on rendered images, so the synthesis network compiles
-  # only twice (`images`, `step`): its compile dominates on CPU.
-  def initial_scores(ts, x, key):
-    p = jax.nn.softmax(logits(ts, x, key))
-    if cfg.flip:
-      p = p + jax.nn.softmax(logits(ts, x[:, :, ::-1], key))
-    return p
-
-  def confidence(ts, x, labels, key, views, scale, ratio):
-    """Mean softmax confidence of `labels` over `views` augmented views."""
-
-    def one(k):
-      k_aug, k_t = jax.random.split(k)
-      xa = x if views == 0 else augment(x, k_aug, scale, ratio,
-                                        bool(cfg.flip))
-      p = jax.nn.softmax(logits(ts, xa, k_t))
-      return jnp.take_along_axis(p, labels[:, None], axis=1)[:, 0]
-
-    if views == 0:
-      return one(key)
-    return jax.lax.map(one, jax.random.split(key, views)).mean(axis=0)
-
-  tx = optax.adam(float(cfg.lr), b1=float(cfg.beta1), b2=float(cfg.beta2))
-  scale = tuple(float(s) for s in cfg.crop_scale)
-
-  def step(ts, gs, w, opt_state, labels, key):
-    k_aug, k_t = jax.random.split(key)
-
-    def loss_fn(w):
-      x = augment(images(gs, expand(w, gen.num_ws)), k_aug, scale,
-                  (1.0, 1.0), bool(cfg.flip))
-      # Summed, so each candidate's gradient ignores the batch size/padding.
-      return poincare_loss(logits(ts, x, k_t), labels,
-                           float(cfg.poincare_xi)).sum()
-
-    loss, grads = jax.value_and_grad(loss_fn)(w)
-    updates, opt_state = tx.update(grads, opt_state, w)
-    return optax.apply_updates(w, updates), opt_state, loss / w.shape[0]
-
-  fns = dict(
-      mapping=jax.jit(mapping),
-      images=jax.jit(lambda gs, w: images(gs, expand(w, gen.num_ws))),
-      initial_scores=jax.jit(initial_scores),
-      confidence=jax.jit(confidence, static_argnums=(4, 5, 6)),
-      step=jax.jit(step), init_opt=tx.init)
-  return t_state, g_state, fns
-
-
-def _batches(n: int, bs: int):
-  for i in range(0, n, bs):
-    idx = np.arange(i, min(i + bs, n))
-    # Pad to a fixed shape: one compilation per function.
-    yield idx, np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
-
-
-def _mapped(fns, g_state, key, n, z_dim, bs) -> np.ndarray:
-  z = np.asarray(jax.random.normal(key, (n, z_dim)))
-  out = [np.asarray(fns["mapping"](g_state, z[pad]))[:len(idx)]
-         for idx, pad in _batches(n, bs)]
-  return np.concatenate(out)
 
 
 def _check(cfg: ml_collections.ConfigDict, where: str) -> None:
@@ -251,7 +119,7 @@ def _scores(x, y, classes, splits, evaluator, feats, cap):
   """Overall and per-class scores of images `x` labelled `y`.
 
   The evaluation classifier runs once over all images (features, labels);
-  per-class numbers slice those, as `inversion.score` computes them.
+  per-class numbers slice those, as `contract.score` computes them.
   """
   metrics.check_unit_range(x, "attack images")
   near = np.empty_like(x)
@@ -312,6 +180,9 @@ def save_class_grid(path: Path, x, y, near, psnr, classes, per_class: int,
   """One row per class: attack images, each beside its nearest train image."""
   cols = 2 * min(per_class, int(min((y == c).sum() for c in classes)))
   grey = x.shape[-1] == 1
+  # Plotting only when a picture is asked for: importing the attack is cheap.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   fig = Figure(figsize=(0.9 * cols, 1.0 * len(classes) + 0.5))
   FigureCanvasAgg(fig)
   axes = fig.subplots(len(classes), cols, squeeze=False)
@@ -354,7 +225,7 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
     raise ValueError(f"config.attack.{NAME}.generator_path: a conditional "
                      f"generator (c_dim {gen.c_dim}); PPA needs c_dim 0")
   crop = cfg.center_crop or gen_lib.saved_source(path).get("center_crop")
-  t_state, g_state, fns = make_fns(model, gen, splits.image_shape, crop, cfg)
+  t_state, g_state, fns = pnp_latents.make_fns(model, gen, splits.image_shape, crop, cfg)
   before = _snapshot(t_state)
   k_search, k_init, k_opt, k_final, k_floor, k_view = jax.random.split(key, 6)
   bs, k = int(cfg.batch_size), int(cfg.candidates_per_class)
@@ -362,24 +233,24 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
   def render(w_N):
     return np.concatenate([
         np.asarray(fns["images"](g_state, w_N[pad]))[:len(idx)]
-        for idx, pad in _batches(len(w_N), bs)])
+        for idx, pad in pnp_latents.batches(len(w_N), bs)])
 
   def conf(x_N, key, views, scale, ratio):
     return np.concatenate([
         np.asarray(fns["confidence"](t_state, x_N[pad], labels[pad],
                                      jax.random.fold_in(key, i), views, scale,
                                      ratio))[:len(idx)]
-        for i, (idx, pad) in enumerate(_batches(len(x_N), bs))])
+        for i, (idx, pad) in enumerate(pnp_latents.batches(len(x_N), bs))])
 
   # 1. Initial selection.
-  ws_all = _mapped(fns, g_state, k_search, int(cfg.search_space), gen.z_dim,
+  ws_all = pnp_latents.mapped(fns, g_state, k_search, int(cfg.search_space), gen.z_dim,
                    bs)
   x_all = render(ws_all)
   scores = np.concatenate([
       np.asarray(fns["initial_scores"](t_state, x_all[pad],
                                        jax.random.fold_in(k_init, i)))[
                                            :len(idx)]
-      for i, (idx, pad) in enumerate(_batches(len(ws_all), bs))])
+      for i, (idx, pad) in enumerate(pnp_latents.batches(len(ws_all), bs))])
   pick = np.concatenate([np.argsort(-scores[:, c], kind="stable")[:k]
                          for c in classes])
   labels = np.repeat(np.asarray(classes, np.int32), k)
@@ -390,7 +261,7 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
   # 2. Optimisation, batch by batch as PPA.
   t_opt = time.time()
   w = w.copy()
-  for b, (idx, pad) in enumerate(_batches(len(w), bs)):
+  for b, (idx, pad) in enumerate(pnp_latents.batches(len(w), bs)):
     wb, lb = jnp.asarray(w[pad]), jnp.asarray(labels[pad])
     opt_state = fns["init_opt"](wb)
     for s in range(1, int(cfg.steps) + 1):
@@ -420,7 +291,7 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
       for c in classes])
 
   attack_x, attack_y = x_opt[chosen], labels[chosen]
-  floor_ws = _mapped(fns, g_state, k_floor, len(chosen), gen.z_dim, bs)
+  floor_ws = pnp_latents.mapped(fns, g_state, k_floor, len(chosen), gen.z_dim, bs)
   floor_x = render(floor_ws[:, :1] if cfg.single_w else floor_ws)
 
   jax.tree.map(np.testing.assert_array_equal, before,
@@ -445,4 +316,4 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
 
 ATTACKS.register(NAME)(AttackSpec(
     NAME, "Plug-&-Play: optimise StyleGAN2 latents against the target",
-    dict(DEFAULTS), run, _check))
+    dict(DEFAULTS), run, _check, paper_overrides=PAPER_OVERRIDES))

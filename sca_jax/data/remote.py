@@ -19,7 +19,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-CACHE_ENV = "SCA_JAX_CACHE_DIR"
+from sca_jax import cache
+
+CACHE_ENV = cache.CACHE_ENV  # the one cache root (sca_jax.cache)
+
 # Replaces every publisher URL by <this>/<data set name>/<file name>: a local
 # mirror, or the test's HTTP server.
 DOWNLOAD_URL_ENV = "SCA_JAX_DOWNLOAD_URL"
@@ -29,9 +32,9 @@ _CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
-  """`$SCA_JAX_CACHE_DIR`, else `~/.cache/sca_jax`."""
-  return Path(os.environ.get(CACHE_ENV) or
-              Path.home() / ".cache" / "sca_jax").expanduser()
+  """The package's cache root (`sca_jax.cache`: `$SCA_JAX_CACHE_DIR`, else
+  `~/.cache/sca_jax`)."""
+  return cache.cache_dir()
 
 
 def file_fingerprint(path: Path) -> str:

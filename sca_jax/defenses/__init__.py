@@ -1,16 +1,23 @@
-"""Defenses by name: which target model a defense trains and what it adds.
+"""Defenses by name: each is one module of this package registering itself.
 
-A defense is a model (from `sca_jax.models.MODELS`) plus, optionally, an extra
-training loss and hooks; adding one means adding a module that registers
-itself here and a config file, touching nothing else.
+A defense module registers, at import, everything it changes: the model
+builder it trains (`sca_jax.models.MODELS`), any layer kind it adds
+(`sca_jax.models.register_layer`), and a `Defense` here with its hooks, its
+settings' defaults and the adaptive attacks that apply to it. Every module of
+this package is imported below (no hand-kept list); a defense outside the
+package registers the same way and is named in `config.imports`.
 
 Settings: `defaults(paper)` gives the defense's own `config.defense` fields
-(the `:paper` protocol where they differ) and `adaptive_attacks` the
-white-box attacks that apply to it; `config_lib.get_config` writes both into
-every config, so `configs/<dataset>_<defense>.py` only names the two.
+(the `:paper` protocol where they differ), written only there:
+`config_lib.get_config` writes them into every config and `with_defaults`
+fills them in for configs built by hand. `adaptive_attacks` are the white-box
+attacks that apply to it.
 
 Hooks, all optional, all taking `config.defense` first:
+  check(cfg) -> None: raises ValueError for bad settings before any compute.
   extra_loss(cfg) -> fn(logits, reps, x, y, key) -> (scalar, metrics)
+  gradient_hook(cfg) -> train.GradientHook: turns per-example gradients into
+      the update's gradient (e.g. DP-SGD's clip + noise).
   prepare_data(cfg, x_NHWC, y_N, key) -> (x, y) or TrainingSet: the target's
       training set (e.g. real plus generated samples), called before
       training; a TrainingSet can also carry per-sample arrays for the extra
@@ -18,7 +25,6 @@ Hooks, all optional, all taking `config.defense` first:
       penalty on its parameters (e.g. elastic weight consolidation).
   report(cfg, num_train, train_cfg) -> dict: numbers for results.json
       (e.g. the DP epsilon).
-DP-SGD itself is a training rule: `config.defense.dp_sgd` (see train.py).
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from sca_jax.registry import Registry
-from sca_jax.train import ExtraLoss, ParamLoss
+from sca_jax.registry import Registry, import_members
+from sca_jax.train import ExtraLoss, GradientHook, ParamLoss
 
 PrepareData = Callable[[ml_collections.ConfigDict, np.ndarray, np.ndarray,
                         jax.Array], Any]  # (x, y) or a TrainingSet
@@ -63,7 +69,8 @@ Report = Callable[[ml_collections.ConfigDict, int, ml_collections.ConfigDict],
 # with the known dictionary; fresh inference noise can be averaged away.
 FEATURE_INVERSION = ("feature_inversion", "feature_inversion_end_to_end")
 SPARSE_ADAPTIVE = ("code_decoding",) + FEATURE_INVERSION
-NOISE_ADAPTIVE = ("split_averaged", "end_to_end_averaged") + FEATURE_INVERSION
+NOISE_ADAPTIVE = ("split_averaged", "first_layer_averaged",
+                  "end_to_end_averaged") + FEATURE_INVERSION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,22 +84,29 @@ class Defense:
   # defaults(paper: bool) -> {field of config.defense: value}.
   defaults: Callable[[bool], dict[str, Any]] | None = None
   adaptive_attacks: tuple[str, ...] = FEATURE_INVERSION
+  check: Callable[[ml_collections.ConfigDict], None] | None = None
+  gradient_hook: Callable[[ml_collections.ConfigDict],
+                          GradientHook] | None = None
 
 
 DEFENSES: Registry[Defense] = Registry("defense")
 
-DEFENSES.register("no_defense")(Defense(
-    "no_defense", description="undefended target of the same depth"))
-DEFENSES.register("sca")(Defense(
-    "sca", description="sparse coding architecture (this paper)",
-    adaptive_attacks=SPARSE_ADAPTIVE))
-DEFENSES.register("sparse_standard")(Defense(
-    "sparse_standard", description="one sparse layer after the input [63]",
-    # The authors' Sparse-Standard lambda for MNIST-type data.
-    defaults=lambda paper: {"lam": 0.25}, adaptive_attacks=SPARSE_ADAPTIVE))
 
-# Baselines register themselves on import.
-from sca_jax.defenses import bido, dp_sgd, gan, gong, mid, noise  # pylint: disable=g-import-not-at-top,wrong-import-position
+def with_defaults(defense_cfg: ml_collections.ConfigDict
+                  ) -> ml_collections.ConfigDict:
+  """`config.defense` with the defense's default settings where it has none
+  (a copy; the config's own values win)."""
+  if defense_cfg.get("name") not in DEFENSES:
+    return defense_cfg
+  defense = DEFENSES.get(defense_cfg.name)
+  missing = {k: v for k, v in (defense.defaults(False) if defense.defaults
+                               else {}).items() if k not in defense_cfg}
+  if not missing:
+    return defense_cfg
+  cfg = ml_collections.ConfigDict(defense_cfg.to_dict())
+  cfg.update(missing)
+  return cfg
 
-__all__ = ["DEFENSES", "Defense", "TrainingSet", "bido", "dp_sgd", "gan",
-           "gong", "mid", "noise"]
+
+__all__ = ["DEFENSES", "Defense", "TrainingSet", "with_defaults",
+           *import_members(__name__, __path__)]

@@ -6,7 +6,7 @@ label. dep is HSIC with Gaussian kernels (`dependency="hsic"`, BiDO-HSIC) or
 COCO (`"coco"`, BiDO-COCO). Kernels as in the authors' code: Gaussian with
 variance 2 sigma^2 d over squared distances (d the feature dimension), labels
 one-hot. The terms are differentiable and train the model (the SCA authors'
-code added a constant without gradient; PAPER_PROTOCOL.md).
+code added a constant without gradient to the loss).
 
 Hidden layers: every normalised feature layer (after each bn/gn) and every
 hidden linear layer. Deviation: HSIC is the biased estimator
@@ -61,13 +61,13 @@ DEPENDENCIES = {"hsic": hsic, "coco": coco}
 
 def extra_loss(cfg: ml_collections.ConfigDict):
   """Builds BiDO's dependency terms from `config.defense`."""
-  dep_name = cfg.get("dependency", "hsic")
+  dep_name = cfg.dependency
   if dep_name not in DEPENDENCIES:
     raise ValueError(f"config.defense.dependency must be one of "
                      f"{sorted(DEPENDENCIES)}, got {dep_name!r}")
   dep = DEPENDENCIES[dep_name]
-  a1, a2 = float(cfg.get("a_x", 0.05)), float(cfg.get("a_y", 0.5))
-  sigma = float(cfg.get("sigma", 5.0))
+  a1, a2 = float(cfg.a_x), float(cfg.a_y)
+  sigma = float(cfg.sigma)
 
   def fn(logits, reps, x_BHWC, y_B, key):
     del key

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from sca_jax import batching
 from sca_jax.defenses import DEFENSES, Defense
 
 LATENT = 64
@@ -85,9 +86,7 @@ def train_gan(x_NHWC: np.ndarray, y_N: np.ndarray, num_classes: int,
   bs = min(batch_size, n)
   rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
   for epoch in range(epochs):
-    perm = rng.permutation(n)
-    for i in range(n // bs):
-      idx = perm[i * bs:(i + 1) * bs]
+    for i, idx in enumerate(batching.epoch_batches(rng, n, bs)):
       step(gen, disc, g_opt, d_opt, jnp.asarray(x_flat[idx]),
            jnp.asarray(y_N[idx]), jax.random.fold_in(key, epoch * n + i))
   return (gen, disc) if return_discriminator else gen
@@ -107,9 +106,9 @@ def sample(gen: Generator, y_M: np.ndarray, image_shape, key: jax.Array,
 def _generate(cfg, x_NHWC, y_N, key) -> tuple[np.ndarray, np.ndarray]:
   num_classes = int(y_N.max()) + 1
   train_key, label_key, sample_key = jax.random.split(key, 3)
-  gen = train_gan(x_NHWC, y_N, num_classes, int(cfg.get("gan_epochs", 2)),
+  gen = train_gan(x_NHWC, y_N, num_classes, int(cfg.gan_epochs),
                   train_key)
-  m = int(round(float(cfg.get("gan_fraction", 1.0)) * len(x_NHWC)))
+  m = int(round(float(cfg.gan_fraction) * len(x_NHWC)))
   # Labels follow the training set's label distribution.
   rng = np.random.default_rng(int(jax.random.randint(label_key, (), 0, 2**31 - 1)))
   y_fake = rng.choice(y_N, size=m).astype(y_N.dtype)

@@ -16,10 +16,44 @@ are not their MNIST values, which I could not confirm).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import nnx
 
 from sca_jax.defenses import DEFENSES, Defense
+from sca_jax.models import MODELS, LayerStack, conv_stack, register_layer
+
+
+def _build_bottleneck(ctx):
+  # Encoder statistics: mean and pre-softplus std of the code.
+  width = ctx.arg
+  return nnx.Linear(ctx.shape[-1], 2 * width, rngs=ctx.rngs), (width,)
+
+
+def _apply_bottleneck(module, h, ctx) -> jax.Array:
+  """Variational information bottleneck (Alemi et al.; MID, Wang et al.)."""
+  stats = module(h)
+  k = stats.shape[-1] // 2
+  # MID's code: std = softplus(s - 5), so training starts nearly noiseless.
+  mu, std = stats[:, :k], jax.nn.softplus(stats[:, k:] - 5.0)
+  ctx.reps[f"{ctx.name}_mu"], ctx.reps[f"{ctx.name}_std"] = mu, std
+  if ctx.train or ctx.spec.option("sample_at_inference"):
+    return mu + std * jax.random.normal(ctx.key, mu.shape, mu.dtype)
+  return mu
+
+
+register_layer("bottleneck", _build_bottleneck, _apply_bottleneck,
+               needs_arg=True)
+
+
+@MODELS.register("mid")
+def mid(cfg, image_shape, num_classes, rngs) -> LayerStack:
+  """no_defense with a variational bottleneck before the head (MID)."""
+  return conv_stack(
+      cfg, image_shape, num_classes, rngs,
+      before_head=(f"bottleneck:{int(cfg.bottleneck)}",),
+      options={"sample_at_inference": bool(cfg.sample_at_inference)})
 
 
 def kl_to_standard_normal(mu, std) -> jnp.ndarray:
@@ -28,7 +62,7 @@ def kl_to_standard_normal(mu, std) -> jnp.ndarray:
 
 
 def extra_loss(cfg: ml_collections.ConfigDict):
-  beta = float(cfg.get("beta", 0.01))
+  beta = float(cfg.beta)
 
   def fn(logits, reps, x, y, key):
     del logits, x, y, key

@@ -1,28 +1,38 @@
-"""Flax NNX layers: the sparse coding layer and a named-layer classifier stack.
+"""Flax NNX layers: the sparse coding layer, the layer-kind registry and a
+named-layer classifier stack built from it.
 
-A `LayerStack` is built from a tuple of layer specs such as
-`("lca:16", "bn", "lca:28", "bn")`, followed by a linear head. Every layer's
-output is recorded under a stable name (`layer0_lca`, `layer1_bn`, ...,
-`hidden0`, ...) so attacks can name the representation they steal; `first`
-and `last_hidden` are aliases for the two threat models of the paper.
+A `LayerStack` is built from layer specs such as `("lca:16", "bn", "lca:28",
+"bn")` (feature layers), ReLU linear layers of widths `hidden`, optional
+layers after each hidden layer (`after_hidden`) and before the head
+(`before_head`), then a linear head. Every layer's output is recorded under a
+stable name (`layer0_lca`, `layer1_bn`, ..., `hidden0`, ...) so attacks can
+name the representation they steal. Aliases name the threat models
+(docs/threat_models.md): `first` (the first feature layer's output: the
+stricter `first_layer` attack), `first_linear` (the first linear layer after
+the feature layers, post-ReLU: the paper's split leak) and `last_hidden` (the
+end-to-end leak).
 
-Stochastic parts (defenses): a "laplace" layer kind (noise on what crosses the
-split), Gaussian noise on the hidden linear layers at inference
-(`hidden_noise_std`), and a variational bottleneck before the head
-(`bottleneck`). Layer i draws from `fold_in(key, i)`.
+Layer kinds are registered in `LAYERS` (`register_layer`): a builder that
+creates the module and says the output shape, and an apply function. Generic
+kinds are registered here; a defense's own kinds (noise, bottlenecks) by its
+module under `sca_jax.defenses`. Settings a kind needs beyond its `:arg`
+(e.g. a noise scale) come from `StackSpec.options`, filled by the defense's
+model builder from `config.defense`. Stochastic layers draw from the key of
+their slot: feature layer i `fold_in(key, i)`, after-hidden layer of hidden
+layer i `fold_in(key, 1000 + i)`, before-head layer j `fold_in(key, 2000 + j)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from sca_jax import lca
+from sca_jax.registry import Registry
 
 
 class Dictionary(nnx.Param):
@@ -65,26 +75,135 @@ class StackSpec:
   input_std: float = 1.0
   dropout: float = 0.0
   first_index: int = 0               # which feature layer `first` aliases
-  gn_groups: int = 4                 # GroupNorm groups ("gn", DP-SGD models)
-  laplace_scale: float = 0.5         # b of the "laplace" layer kind
-  hidden_noise_std: float = 0.0      # N(0, s) on hidden layers, eval mode only
-  bottleneck: int = 0                # >0: stochastic VIB layer of that width
-  bottleneck_sample_eval: bool = False  # VIB: sample (True) or use mu at eval
+  after_hidden: tuple[str, ...] = ()  # applied after every hidden layer
+  before_head: tuple[str, ...] = ()   # between the last hidden layer and head
+  # Settings of layer kinds, as sorted (name, value) pairs (hashable).
+  options: tuple[tuple[str, Any], ...] = ()
+
+  def option(self, name: str) -> Any:
+    """A layer kind's setting; a clear error when the model builder left it
+    out."""
+    for key, value in self.options:
+      if key == name:
+        return value
+    raise ValueError(f"layer setting {name!r} missing from StackSpec.options "
+                     f"{dict(self.options)} (the defense's model builder "
+                     "passes it from config.defense)")
 
 
-LAYER_KINDS = ("lca", "conv", "bn", "gn", "relu", "pool", "dropout", "laplace")
-# Salt so noise keys of the hidden layers and the bottleneck never collide with
-# those of feature layers (which use their index).
-_HIDDEN_SALT, _BOTTLENECK_SALT = 1000, 2000
+@dataclasses.dataclass
+class BuildContext:
+  """What a layer builder sees: its argument, the incoming shape, the spec."""
+  arg: int | None             # "conv:28" -> 28
+  shape: tuple[int, ...]      # (H, W, C) for feature layers, (D,) after
+  spec: StackSpec
+  index: int                  # position among the feature layers (or slot)
+  rngs: nnx.Rngs
+  num_sparse: int = 0         # sparse layers built before this one
 
 
-def _parse(spec: str) -> tuple[str, int | None]:
-  kind, _, arg = spec.partition(":")
-  if kind not in LAYER_KINDS:
-    raise ValueError(f"unknown layer {spec!r}; layer kinds: {LAYER_KINDS}")
-  if kind in ("lca", "conv") and not arg.isdigit():
-    raise ValueError(f"layer {spec!r} needs a feature count, e.g. '{kind}:16'")
-  return kind, int(arg) if arg else None
+@dataclasses.dataclass
+class CallContext:
+  """What a layer's apply function sees besides its module and input."""
+  name: str                   # the representation name of its output
+  train: bool
+  key: jax.Array              # this layer's own key
+  spec: StackSpec
+  reps: dict[str, jax.Array]  # extra representations may be added here
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerKind:
+  """A registered layer kind.
+
+  build(ctx) -> (module or None, output shape); apply(module, h, ctx) -> h.
+  """
+  build: Callable[[BuildContext], tuple[Any, tuple[int, ...]]]
+  apply: Callable[[Any, jax.Array, CallContext], jax.Array]
+  needs_arg: bool = False  # "kind:N" (a feature count or width) required
+  sparse: bool = False     # a sparse coding layer (Hebbian rule, stats)
+
+
+LAYERS: Registry[LayerKind] = Registry("layer kind")
+
+
+def register_layer(name: str, build, apply, needs_arg: bool = False,
+                   sparse: bool = False) -> LayerKind:
+  """Registers a layer kind usable in `StackSpec` layer specs."""
+  return LAYERS.register(name)(LayerKind(build, apply, needs_arg, sparse))
+
+
+def _stateless(ctx: BuildContext):
+  return None, ctx.shape
+
+
+def _build_lca(ctx: BuildContext):
+  h, w, c = ctx.shape
+  spec = ctx.spec
+  stride = (spec.lca_strides[ctx.num_sparse]
+            if ctx.num_sparse < len(spec.lca_strides) else spec.lca.stride)
+  cfg = dataclasses.replace(spec.lca, stride=stride)
+  module = SparseCoding(c, ctx.arg, cfg, spec.kernel, rngs=ctx.rngs)
+  return module, (-(-h // stride), -(-w // stride), ctx.arg)
+
+
+def _apply_lca(module, h, ctx: CallContext):
+  result = module.solve(h)
+  # What the layer coded (normalised input), for the Hebbian rule.
+  ctx.reps[f"{ctx.name}_input"] = result.input_BHWC
+  return result.codes_BHWF
+
+
+def _build_conv(ctx: BuildContext):
+  h, w, c = ctx.shape
+  s, k = ctx.spec.conv_stride, ctx.spec.kernel
+  module = nnx.Conv(c, ctx.arg, (k, k), strides=s, padding="SAME",
+                    rngs=ctx.rngs)
+  return module, (-(-h // s), -(-w // s), ctx.arg)
+
+
+def _build_gn(ctx: BuildContext):
+  # Per-example normalisation: no batch statistics, so per-example gradients
+  # (DP-SGD) are well defined (Opacus requires the same).
+  c = ctx.shape[-1]
+  groups = math.gcd(int(ctx.spec.option("gn_groups")), c)
+  return nnx.GroupNorm(c, num_groups=groups, rngs=ctx.rngs), ctx.shape
+
+
+def _build_pool(ctx: BuildContext):
+  h, w, c = ctx.shape
+  return None, (h // 2, w // 2, c)
+
+
+register_layer("lca", _build_lca, _apply_lca, needs_arg=True, sparse=True)
+register_layer("conv", _build_conv,
+               lambda m, h, ctx: jax.nn.relu(m(h)), needs_arg=True)
+register_layer(
+    "bn", lambda ctx: (nnx.BatchNorm(ctx.shape[-1], momentum=0.9,
+                                     rngs=ctx.rngs), ctx.shape),
+    lambda m, h, ctx: m(h, use_running_average=not ctx.train))
+register_layer("gn", _build_gn, lambda m, h, ctx: m(h))
+register_layer("relu", _stateless, lambda m, h, ctx: jax.nn.relu(h))
+register_layer(
+    "dropout", lambda ctx: (nnx.Dropout(ctx.spec.dropout, rngs=ctx.rngs),
+                            ctx.shape),
+    lambda m, h, ctx: m(h, deterministic=not ctx.train))
+register_layer("pool", _build_pool,
+               lambda m, h, ctx: nnx.max_pool(h, (2, 2), strides=(2, 2)))
+
+# Key salts so the noise of after-hidden and before-head layers never collides
+# with that of feature layers (which use their index).
+_AFTER_HIDDEN_SALT, _BEFORE_HEAD_SALT = 1000, 2000
+
+
+def _parse(spec: str) -> tuple[str, LayerKind, int | None]:
+  name, _, arg = spec.partition(":")
+  if name not in LAYERS:
+    raise ValueError(f"unknown layer {spec!r}; layer kinds: {LAYERS.names()}")
+  kind = LAYERS.get(name)
+  if kind.needs_arg and not arg.isdigit():
+    raise ValueError(f"layer {spec!r} needs a size, e.g. '{name}:16'")
+  return name, kind, int(arg) if arg else None
 
 
 class LayerStack(nnx.Module):
@@ -93,129 +212,95 @@ class LayerStack(nnx.Module):
   def __init__(self, spec: StackSpec, image_shape: tuple[int, int, int],
                num_classes: int, *, rngs: nnx.Rngs):
     self.spec = spec
-    h, w, c = image_shape
+    shape: tuple[int, ...] = tuple(image_shape)
     self.names: list[str] = []
     self.feature_layers = nnx.List()
-    n_lca = 0
+    kinds, n_sparse = [], 0
     for i, layer in enumerate(spec.layers):
-      kind, feats = _parse(layer)
-      module: Any = None
-      if kind == "lca":
-        stride = (spec.lca_strides[n_lca] if n_lca < len(spec.lca_strides)
-                  else spec.lca.stride)
-        cfg = dataclasses.replace(spec.lca, stride=stride)
-        module = SparseCoding(c, feats, cfg, spec.kernel, rngs=rngs)
-        h, w, c, n_lca = -(-h // stride), -(-w // stride), feats, n_lca + 1
-      elif kind == "conv":
-        s = spec.conv_stride
-        module = nnx.Conv(c, feats, (spec.kernel, spec.kernel), strides=s,
-                          padding="SAME", rngs=rngs)
-        h, w, c = -(-h // s), -(-w // s), feats
-      elif kind == "bn":
-        module = nnx.BatchNorm(c, momentum=0.9, rngs=rngs)
-      elif kind == "gn":
-        # Per-example normalisation: no batch statistics, so per-example
-        # gradients (DP-SGD) are well defined (Opacus requires the same).
-        module = nnx.GroupNorm(c, num_groups=math.gcd(spec.gn_groups, c),
-                               rngs=rngs)
-      elif kind == "dropout":
-        module = nnx.Dropout(spec.dropout, rngs=rngs)
-      elif kind == "pool":
-        h, w = h // 2, w // 2
+      name, kind, arg = _parse(layer)
+      module, shape = kind.build(BuildContext(arg, shape, spec, i, rngs,
+                                              n_sparse))
+      n_sparse += kind.sparse
       self.feature_layers.append(module)
-      self.names.append(f"layer{i}_{kind}")
-    widths = (h * w * c, *spec.hidden)
+      self.names.append(f"layer{i}_{name}")
+      kinds.append(name)
+    widths = (math.prod(shape), *spec.hidden)
     self.hidden_layers = nnx.List(
         [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
-    head_in = widths[-1]
-    if spec.bottleneck:
-      # Encoder statistics: mean and pre-softplus std of the code.
-      self.bottleneck_stats = nnx.Linear(widths[-1], 2 * spec.bottleneck,
-                                         rngs=rngs)
-      head_in = spec.bottleneck
-    self.head = nnx.Linear(head_in, num_classes, rngs=rngs)
+    # One module per (hidden layer, after-hidden kind); built in that order.
+    self.after_hidden_layers = nnx.List()
+    for i, width in enumerate(widths[1:]):
+      for layer in spec.after_hidden:
+        _, kind, arg = _parse(layer)
+        self.after_hidden_layers.append(kind.build(BuildContext(
+            arg, (width,), spec, i, rngs))[0])
+    shape = (widths[-1],)
+    self.before_head_layers = nnx.List()
+    for j, layer in enumerate(spec.before_head):
+      _, kind, arg = _parse(layer)
+      module, shape = kind.build(BuildContext(arg, shape, spec, j, rngs))
+      self.before_head_layers.append(module)
+    self.head = nnx.Linear(shape[-1], num_classes, rngs=rngs)
     if not 0 <= spec.first_index < max(len(spec.layers), 1):
       raise ValueError(f"first_index {spec.first_index} outside the "
                        f"{len(spec.layers)} feature layers")
-    self.kinds = tuple(_parse(s)[0] for s in spec.layers)
+    self.kinds = tuple(kinds)
 
   def __call__(self, x_BHWC: jax.Array, train: bool = False,
                key: jax.Array | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Returns logits and every named representation (after each layer).
 
-    `key` feeds stochastic layers (noise defenses, information bottlenecks):
-    layer i draws from `fold_in(key, i)`, so every call with a fresh key sees
-    fresh noise, as a queried deployed model would.
+    `key` feeds stochastic layers (noise defenses, information bottlenecks),
+    each from its own slot's key (module docstring), so every call with a
+    fresh key sees fresh noise, as a queried deployed model would.
     """
     # No key (e.g. layer statistics): a fixed one, so noise is never skipped.
     key = jax.random.key(0) if key is None else key
     reps: dict[str, jax.Array] = {}
-    h = (x_BHWC - self.spec.input_mean) / self.spec.input_std
+    spec = self.spec
+    h = (x_BHWC - spec.input_mean) / spec.input_std
     for i, (name, kind, module) in enumerate(
         zip(self.names, self.kinds, self.feature_layers)):
-      if kind == "lca":
-        result = module.solve(h)
-        # What the layer coded (normalised input), for the Hebbian rule.
-        reps[f"{name}_input"] = result.input_BHWC
-        h = result.codes_BHWF
-      elif kind == "conv":
-        h = jax.nn.relu(module(h))
-      elif kind == "bn":
-        h = module(h, use_running_average=not train)
-      elif kind == "gn":
-        h = module(h)
-      elif kind == "laplace":
-        # Titcombe et al.: noise in training and at inference alike.
-        h = h + self.spec.laplace_scale * jax.random.laplace(
-            jax.random.fold_in(key, i), h.shape, h.dtype)
-      elif kind == "relu":
-        h = jax.nn.relu(h)
-      elif kind == "dropout":
-        h = module(h, deterministic=not train)
-      elif kind == "pool":
-        h = nnx.max_pool(h, (2, 2), strides=(2, 2))
+      h = LAYERS.get(kind).apply(module, h, CallContext(
+          name, train, jax.random.fold_in(key, i), spec, reps))
       reps[name] = h
     h = h.reshape(h.shape[0], -1)
+    n_after = len(spec.after_hidden)
     for i, layer in enumerate(self.hidden_layers):
       h = jax.nn.relu(layer(h))
-      if self.spec.hidden_noise_std and not train:
-        # Post-training noise on dense layers: deployed model only.
-        h = h + self.spec.hidden_noise_std * jax.random.normal(
-            jax.random.fold_in(key, _HIDDEN_SALT + i), h.shape, h.dtype)
+      for k, kind_spec in enumerate(spec.after_hidden):
+        h = _parse(kind_spec)[1].apply(
+            self.after_hidden_layers[i * n_after + k], h, CallContext(
+                f"hidden{i}", train,
+                jax.random.fold_in(key, _AFTER_HIDDEN_SALT + i), spec, reps))
       reps[f"hidden{i}"] = h
-    if self.spec.bottleneck:
-      h = self._bottleneck(h, reps, train, key)
+    for j, (kind_spec, module) in enumerate(
+        zip(spec.before_head, self.before_head_layers)):
+      name = kind_spec.partition(":")[0]
+      h = _parse(kind_spec)[1].apply(module, h, CallContext(
+          name, train, jax.random.fold_in(key, _BEFORE_HEAD_SALT + j), spec,
+          reps))
+      reps[name] = h
     logits = self.head(h)
     if self.names:
-      reps["first"] = reps[self.names[self.spec.first_index]]
+      reps["first"] = reps[self.names[spec.first_index]]
+    if self.hidden_layers:
+      # The paper's split leak (Sec. 3): the first linear layer after the
+      # feature layers, with its ReLU as the authors' `first_part` ends.
+      reps["first_linear"] = reps["hidden0"]
     reps["last_hidden"] = h
     return logits, reps
-
-  def _bottleneck(self, h, reps, train: bool, key) -> jax.Array:
-    """Variational information bottleneck (Alemi et al.; MID, Wang et al.)."""
-    k = self.spec.bottleneck
-    stats = self.bottleneck_stats(h)
-    # MID's code: std = softplus(s - 5), so training starts nearly noiseless.
-    mu, std = stats[:, :k], jax.nn.softplus(stats[:, k:] - 5.0)
-    reps["bottleneck_mu"], reps["bottleneck_std"] = mu, std
-    if train or self.spec.bottleneck_sample_eval:
-      eps = jax.random.normal(jax.random.fold_in(key, _BOTTLENECK_SALT),
-                              mu.shape, mu.dtype)
-      z = mu + std * eps
-    else:
-      z = mu
-    reps["bottleneck"] = z
-    return z
 
   def sparse_layers(self) -> list[tuple[str, SparseCoding]]:
     """(name, layer) for every sparse coding layer, input side first."""
     return [(n, m) for n, k, m in zip(self.names, self.kinds,
-                                      self.feature_layers) if k == "lca"]
+                                      self.feature_layers)
+            if LAYERS.get(k).sparse]
 
   def representation_names(self) -> list[str]:
-    """Names a threat model may leak (`first`, `last_hidden` and every layer)."""
+    """Names a threat model may leak (the aliases and every layer)."""
     hidden = [f"hidden{i}" for i in range(len(self.hidden_layers))]
-    if self.spec.bottleneck:
-      hidden.append("bottleneck")
-    return ["first", "last_hidden", *self.names, *hidden]
+    hidden += [s.partition(":")[0] for s in self.spec.before_head]
+    aliases = ["first", "first_linear"] if self.hidden_layers else ["first"]
+    return [*aliases, "last_hidden", *self.names, *hidden]

@@ -1,0 +1,1 @@
+"""Benchmarks of the sparse coding layers and the training step (CPU)."""
