@@ -50,7 +50,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                   on_checkpoint=lambda step, *_: exported.append(step),
                   log=lambda s: 0)
   assert exported == [2]
-  ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
+  ckpt = trainer.open_checkpoints(TINY, tmp_path, DATA.shape[1:])
   try:
     assert ckpt.latest_step() == 2
     state = ckpt.restore_latest(trainer.get_setup(TINY, 8, 1).initial_state)
@@ -58,6 +58,18 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     ckpt.close()
   assert all(np.isfinite(v).all() for v in _leaves(state)
              if np.issubdtype(v.dtype, np.floating))
+
+
+def test_another_configs_checkpoint_is_refused(tmp_path):
+  trainer.train(dataclasses.replace(TINY, steps=2), DATA, tmp_path,
+                log=lambda s: 0)
+  other = trainer.open_checkpoints(dataclasses.replace(TINY, z_dim=5),
+                                   tmp_path, DATA.shape[1:])
+  try:
+    with pytest.raises(checkpoint.CheckpointError, match="different"):
+      other.restore_latest(trainer.get_setup(TINY, 8, 1).initial_state)
+  finally:
+    other.close()
 
 
 def test_d_loss_collapse_stops(tmp_path):

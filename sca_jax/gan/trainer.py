@@ -224,13 +224,15 @@ _LOOP_FIELDS = frozenset(("steps", "minutes", "log_every", "save_every",
                           "collapse_window"))
 
 
+def _step_fields(cfg: GanConfig) -> tuple[tuple[str, Any], ...]:
+  return tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+               if f.name not in _LOOP_FIELDS)
+
+
 def get_setup(cfg: GanConfig, resolution: int, channels: int) -> Setup:
   """A `Setup` for `cfg`, reused across calls (tests, resumed runs)."""
   cfg.validate()
-  return _cached_setup(tuple((f.name, getattr(cfg, f.name))
-                             for f in dataclasses.fields(cfg)
-                             if f.name not in _LOOP_FIELDS),
-                       resolution, channels)
+  return _cached_setup(_step_fields(cfg), resolution, channels)
 
 
 @functools.lru_cache(maxsize=4)
@@ -239,15 +241,20 @@ def _cached_setup(fields: tuple[tuple[str, Any], ...], resolution: int,
   return Setup(GanConfig(**dict(fields)), resolution, channels)
 
 
+def open_checkpoints(cfg: GanConfig, out_dir: str | Path,
+                     image_shape: tuple[int, ...],
+                     log: Callable[[str], None] = print
+                     ) -> checkpoint.Checkpointer:
+  """`out_dir/checkpoints`, stamped with what decides the weights, so
+  another config's checkpoints there are refused, not half-loaded."""
+  return checkpoint.Checkpointer(
+      Path(out_dir) / "checkpoints", log=log, fingerprint=dict(
+          _step_fields(cfg), image_shape=list(image_shape)))
+
+
 def _host_copy(tree: Any) -> Any:
   # A real copy: the next step donates (overwrites) the device buffers.
   return jax.tree.map(lambda v: np.array(v, copy=True), tree)
-
-
-def _finite(tree: Any) -> bool:
-  return all(bool(np.isfinite(np.asarray(v)).all())
-             for v in jax.tree.leaves(tree)
-             if jnp.issubdtype(np.asarray(v).dtype, jnp.floating))
 
 
 def train(cfg: GanConfig, data_NHWC: np.ndarray, out_dir: str | Path, *,
@@ -268,7 +275,7 @@ def train(cfg: GanConfig, data_NHWC: np.ndarray, out_dir: str | Path, *,
     DivergenceError: non-finite losses or a collapsed D loss.
   """
   setup = get_setup(cfg, data_NHWC.shape[1], data_NHWC.shape[3])
-  ckpt = checkpoint.Checkpointer(Path(out_dir) / "checkpoints")
+  ckpt = open_checkpoints(cfg, out_dir, data_NHWC.shape[1:], log)
   # A copy: the step donates its input, and the Setup may be reused.
   state = jax.tree.map(jnp.copy, setup.initial_state)
   start = 0
@@ -284,7 +291,7 @@ def train(cfg: GanConfig, data_NHWC: np.ndarray, out_dir: str | Path, *,
 
   def save(at: int) -> None:
     host = _host_copy(state)
-    if not _finite(host):
+    if not checkpoint.all_finite(host):
       raise DivergenceError(f"non-finite weights at step {at}; not saved. "
                             f"{_kept(ckpt)}")
     ckpt.save(at, host)
