@@ -3,7 +3,8 @@ r"""Reference numbers from the OFFICIAL StyleGAN2-ADA generator, for a test.
 Run once where torch and NVlabs/stylegan2-ada-pytorch are available (no GPU
 needed; the official ops fall back to their reference code on CPU):
 
-  python scripts/stylegan_reference.py --official /path/to/stylegan2-ada-pytorch \
+  python scripts/stylegan_reference.py \
+      --official /path/to/stylegan2-ada-pytorch \
       --out tests/data/stylegan2_official_reference.json --commit SHA \
       [--pickle tiny.pkl]
 

@@ -45,7 +45,8 @@ def main(argv=None) -> None:
   out = args["out"] or gen_lib.cache_dir(
       args["name"] or f"{args['dataset']}_aux")
   if args["export_to"]:
-    print(f"wrote {run.export_summary(out, args['export_to'], args['dataset'])}")
+    path = run.export_summary(out, args["export_to"], args["dataset"])
+    print(f"wrote {path}")
     return
   if args["restart"]:
     shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -8,9 +8,10 @@ through the converter's state-dict path into the port, which must reproduce
 the official mapping and image.
 """
 
-import importlib.util
 import json
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from flax import nnx
@@ -24,11 +25,9 @@ _REF = json.loads((_REPO / "tests" / "data" /
 
 
 def _script():
-  spec = importlib.util.spec_from_file_location(
-      "stylegan_reference", _REPO / "scripts" / "stylegan_reference.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  # Only NumPy at the script's top level: loading it needs no torch.
+  return SimpleNamespace(**runpy.run_path(
+      str(_REPO / "scripts" / "stylegan_reference.py")))
 
 
 def _official_shape(name, shape):

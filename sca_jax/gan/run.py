@@ -12,9 +12,12 @@ less its last `holdout` images, which FID is measured against. Writes to
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
+from flax import nnx
 
 from sca_jax import config_lib
 from sca_jax import evaluation
@@ -33,16 +37,24 @@ from sca_jax.gan import quality
 from sca_jax.gan import trainer
 
 
-def sample_images(setup: trainer.Setup, state: dict[str, Any], n: int,
-                  seed: int, image_shape: tuple[int, int, int],
-                  center_crop: int | None, batch: int = 250) -> np.ndarray:
-  """n images of the EMA generator (psi 1) in the target's [0, 1] shape."""
-  gen = setup.generator(state)
-  z = jax.random.normal(jax.random.key(seed), (n, setup.cfg.z_dim))
-  fn = jax.jit(lambda zb: gen_lib.render(gen(zb, None), image_shape,
-                                         center_crop))
-  return np.concatenate([np.asarray(fn(z[i:i + batch]))
-                         for i in range(0, n, batch)])
+def make_sampler(setup: trainer.Setup, image_shape: tuple[int, int, int],
+                 center_crop: int | None, batch: int = 250
+                 ) -> Callable[[dict[str, Any], int, int], np.ndarray]:
+  """sample(state, n, seed): n EMA-generator images (psi 1) in the target's
+  [0, 1] shape; compiled once, the weights are an argument."""
+
+  @jax.jit
+  def render(g_ema, g_rest, z):
+    gen = nnx.merge(setup.g_graph, g_ema, g_rest)
+    return gen_lib.render(gen(z, None), image_shape, center_crop)
+
+  def sample(state: dict[str, Any], n: int, seed: int) -> np.ndarray:
+    z = jax.random.normal(jax.random.key(seed), (n, setup.cfg.z_dim))
+    return np.concatenate([
+        np.asarray(render(state["g_ema"], state["g_rest"], z[i:i + batch]))
+        for i in range(0, n, batch)])
+
+  return sample
 
 
 def write_grid(path: Path, images: np.ndarray, cols: int = 8) -> None:
@@ -83,18 +95,25 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
   meta = dict(dataset=dataset, split="aux", split_seed=split_seed,
               num_train_images=len(train_x), holdout=holdout,
               fid_features=classifier.name, center_crop=crop,
-              config=cfg.__dict__, cpu=platform.processor() or platform.machine(),
+              config=dataclasses.asdict(cfg), cpu=_cpu_model(),
               reference=reference)
   (out / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
 
+  samplers = {}
+
+  def sampler(setup):
+    if id(setup) not in samplers:
+      samplers[id(setup)] = make_sampler(setup, shape, crop)
+    return samplers[id(setup)]
+
   def on_eval(step, setup, state):
-    fake = sample_images(setup, state, cfg.eval_samples, cfg.seed + 1, shape,
-                         crop)
+    fake = sampler(setup)(state, cfg.eval_samples, cfg.seed + 1)
     q = probe.measure(fake)
     cov = q["coverage"]
     quality_entry = dict(step=step, images_seen=step * cfg.batch_size,
                          wall_s=round(time.time() - t_start, 1),
-                         load_avg=list(_loadavg()), **q)
+                         load_avg=[round(v, 2) for v in os.getloadavg()],
+                         **q)
     trainer.save_history(out / "quality.json", quality_entry)
     write_grid(out / "samples" / f"{step:06d}.png", fake[:64])
     return dict(FID=f"{q['fid']:.2f}",
@@ -106,8 +125,8 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
         trained_by="scripts/train_generator.py", dataset=dataset, split="aux",
         split_seed=split_seed, num_images=len(train_x), steps=step,
         images_seen=step * cfg.batch_size, center_crop=crop))
-    write_grid(out / "samples.png", sample_images(setup, state, 64, 1, shape,
-                                                  crop))
+    # The same 64 latents every time: watch samples.png improve.
+    write_grid(out / "samples.png", sampler(setup)(state, 64, 1))
 
   _, step = trainer.train(cfg, train_x, out, on_eval=on_eval,
                           on_checkpoint=on_checkpoint,
@@ -116,11 +135,14 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
   return dict(step=step, out=str(out))
 
 
-def _loadavg() -> tuple[float, ...]:
+def _cpu_model() -> str:
   try:
-    return tuple(round(v, 2) for v in __import__("os").getloadavg())
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
   except OSError:
-    return ()
+    pass
+  return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
 def export_summary(out: Path, dest: Path, prefix: str) -> Path:

@@ -287,7 +287,7 @@ def train(cfg: GanConfig, data_NHWC: np.ndarray, out_dir: str | Path, *,
   recent_d = collections.deque(maxlen=cfg.collapse_window)
   latest: dict[str, Any] = {}
   t0 = t_log = time.time()
-  step, n_log, last_r1 = start, 0, float("nan")
+  step, n_log, last_r1 = start, 0, "-"
 
   def save(at: int) -> None:
     host = _host_copy(state)
@@ -316,7 +316,7 @@ def train(cfg: GanConfig, data_NHWC: np.ndarray, out_dir: str | Path, *,
             f"--r1_gamma, then resume.")
       recent_d.append(d_loss)
       if step % cfg.r1_every == 0:
-        last_r1 = float(m["r1"])
+        last_r1 = f"{float(m['r1']):.3g}"
       if (len(recent_d) == recent_d.maxlen
           and np.mean(recent_d) < cfg.d_loss_floor):
         raise DivergenceError(
@@ -335,7 +335,7 @@ def train(cfg: GanConfig, data_NHWC: np.ndarray, out_dir: str | Path, *,
           eta = min(eta, cfg.minutes * 60 - (now - t0))
         shown = "".join(f" {k} {v}" for k, v in latest.items())
         log(f"step {step}/{cfg.steps} D {d_loss:.3f} G {g_loss:.3f} R1 "
-            f"{last_r1:.3g} | {rate * cfg.batch_size:.0f} img/s, ETA "
+            f"{last_r1} | {rate * cfg.batch_size:.0f} img/s, ETA "
             f"{max(eta, 0) / 60:.1f} min |{shown or ' no eval yet'}")
       if step % cfg.save_every == 0:
         save(step)
