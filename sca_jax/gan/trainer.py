@@ -157,13 +157,18 @@ class Setup:
         g=g_params, g_rest=g_rest, g_ema=jax.tree.map(jnp.copy, g_params),
         d=d_params, g_opt=self.g_tx.init(g_params),
         d_opt=self.d_tx.init(d_params))
-    self.step = jax.jit(self._step, static_argnums=4, donate_argnums=0)
+    self.step = jax.jit(self._step, donate_argnums=0)
 
   def generator(self, state: dict[str, Any], ema: bool = True) -> Any:
     return nnx.merge(self.g_graph, state["g_ema" if ema else "g"],
                      state["g_rest"])
 
-  def _step(self, state, data_NHWC, key, step, r1: bool):
+  def _step(self, state, data_NHWC, key, step, r1):
+    """One D then one G step; `r1` (a traced bool) adds the lazy R1 term.
+
+    R1 under `lax.cond` rather than as a static flag: one compiled program
+    instead of two, and the penalty's double backward runs only when due.
+    """
     cfg, batch = self.cfg, self.cfg.batch_size
     gamma = self.cfg.gamma(self.resolution)
     k_real, k_zd, k_ar, k_af, k_zg, k_ag = jax.random.split(
@@ -184,7 +189,8 @@ class Setup:
       disc = nnx.merge(self.d_graph, d_params)
       d_real = lambda x: disc(aug(x, k_ar))
       main = losses.d_logistic(d_real(real), disc(aug(fake, k_af)))
-      penalty = losses.r1_penalty(d_real, real) if r1 else jnp.zeros(())
+      penalty = jax.lax.cond(r1, lambda: losses.r1_penalty(d_real, real),
+                             lambda: jnp.zeros(()))
       # Lazy regularisation: r1_every times the weight, 1/r1_every as often.
       return main + 0.5 * gamma * cfg.r1_every * penalty, (main, penalty)
 
@@ -305,7 +311,7 @@ def train(cfg: GanConfig, data_NHWC: np.ndarray, out_dir: str | Path, *,
         log(f"time budget of {cfg.minutes} min reached")
         break
       state, m = setup.step(state, data, setup.key, jnp.int32(step),
-                            (step + 1) % cfg.r1_every == 0)
+                            jnp.bool_((step + 1) % cfg.r1_every == 0))
       step, n_log = step + 1, n_log + 1
       d_loss, g_loss = float(m["d_loss"]), float(m["g_loss"])
       if not (math.isfinite(d_loss) and math.isfinite(g_loss)
