@@ -159,9 +159,9 @@ class Setup:
         d_opt=self.d_tx.init(d_params))
     self.step = jax.jit(self._step, donate_argnums=0)
 
-  def generator(self, state: dict[str, Any], ema: bool = True) -> Any:
-    return nnx.merge(self.g_graph, state["g_ema" if ema else "g"],
-                     state["g_rest"])
+  def generator(self, state: dict[str, Any]) -> Any:
+    """The EMA generator (what gets saved and evaluated)."""
+    return nnx.merge(self.g_graph, state["g_ema"], state["g_rest"])
 
   def _step(self, state, data_NHWC, key, step, r1):
     """One D then one G step; `r1` (a traced bool) adds the lazy R1 term.
