@@ -190,10 +190,13 @@ def test_upfirdn2d_matches_numpy_reference():
   x = np.random.default_rng(0).normal(size=(2, 5, 6, 3)).astype(np.float32)
   # An asymmetric filter, so a flip would show.
   f_asym = np.arange(12, dtype=np.float32).reshape(3, 4) / 66
+  f_big = np.arange(25, dtype=np.float32).reshape(5, 5) / 300
   for filt, kw in [(f, dict(up=2, padding=(2, 1, 2, 1), gain=4.0)),
                    (f_asym, dict(up=2, padding=(1, 2, 0, 3), gain=4.0)),
                    (f_asym, dict(up=1, down=2, padding=(1, 2, 2, 1))),
-                   (f_asym, dict(up=3, padding=(-1, 2, 0, -2)))]:
+                   (f_asym, dict(up=3, padding=(-1, 2, 0, -2))),
+                   # 25 taps: the depthwise-convolution path, not shifted sums.
+                   (f_big, dict(up=2, padding=(2, 2, 2, 2), gain=4.0))]:
     got = ops.upfirdn2d(jnp.asarray(x), jnp.asarray(filt), **kw)
     want = np_upfirdn2d(x, filt, **kw)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
