@@ -161,7 +161,6 @@ class DataSetting:
   cuts: tuple[int, int, int] | None = None
   data: dict[str, Any] = dataclasses.field(default_factory=dict)
   paper_train: dict[str, Any] = dataclasses.field(default_factory=dict)
-  note: str = ""
 
 
 _MNIST_LAM = {"sca": 0.5, "sparse_standard": 0.25}
@@ -178,10 +177,10 @@ DATASETS: dict[str, DataSetting] = {
     "celeb_a": DataSetting(_FACE_LAM, data={"image_size": 32},
                            paper_train={"weight_decay": 0.0, "batch_size": 8}),
     # 400 images of 40 people: 280 train, 120 held out (40 test + 80 aux).
+    # The paper has no Olivetti: the CelebA face setting's lambdas.
     "olivetti_faces": DataSetting(
         _FACE_LAM, cuts=(0, 40, 80), data={"image_size": 32},
-        paper_train={"weight_decay": 0.0},
-        note="the CelebA face setting's lambdas (the paper has no Olivetti)"),
+        paper_train={"weight_decay": 0.0}),
     # ~5,000 images here: ~3,500 train, ~1,500 held out.
     "pneumoniamnist": DataSetting(_MED_LAM, cuts=(0, 500, 1000),
                                   paper_train=_MED_TRAIN),
@@ -189,8 +188,9 @@ DATASETS: dict[str, DataSetting] = {
     "medical_mnist": DataSetting(_MED_LAM, data={"image_size": 28,
                                                  "channels": 1},
                                  paper_train=_MED_TRAIN),
-    "folder": DataSetting(_MNIST_LAM, note="your data: MNIST-type lambdas"),
-    "npz": DataSetting(_MNIST_LAM, note="your data: MNIST-type lambdas"),
+    # Your own data: the MNIST-type lambdas.
+    "folder": DataSetting(_MNIST_LAM),
+    "npz": DataSetting(_MNIST_LAM),
 }
 
 
