@@ -41,7 +41,7 @@ from sca_jax import train as train_lib
 from sca_jax.data import splits as splits_lib
 from sca_jax.data.info import describe
 from sca_jax.defenses import DEFENSES, with_defaults
-from sca_jax.models import MODELS, build_model
+from sca_jax.models import ARCHS, MODELS, build_model
 from sca_jax.registry import import_plugins
 
 # Outside this range a learning rate is almost surely a typo (a warning).
@@ -154,6 +154,13 @@ def _check_ranges(config: ml_collections.ConfigDict,
   _positive_ints("defense.features", d.features)
   _positive_ints("defense.strides", d.strides)
   _positive_ints("defense.hidden", d.hidden, allow_empty=True)
+  if d.get("arch", "mnist") not in ARCHS:
+    _fail("defense.arch", d.arch, f"allowed: {ARCHS}")
+  _positive_ints("defense.conv_features", d.get("conv_features", (1,)),
+                 allow_empty=True)
+  dropout = d.get("dropout", 0.0)
+  if not (math.isfinite(dropout) and 0 <= dropout < 1):
+    _fail("defense.dropout", dropout, "must be in [0, 1)")
   if len(d.strides) != len(d.features):
     _fail("defense.strides", d.strides, "needs one stride per entry of "
           f"config.defense.features {tuple(d.features)}")

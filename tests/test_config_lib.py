@@ -95,3 +95,48 @@ def test_a_protocol_is_one_registered_function():
     c.train.epochs = 2
     return c
   assert config_lib.make_config(protocol="test_two_epochs").train.epochs == 2
+
+
+# The authors' lambdas (SCA, Sparse-Standard) per data set; Olivetti takes
+# the CelebA face setting, own data the MNIST-type one.
+_LAMBDAS = {"mnist": (0.5, 0.25), "fashion_mnist": (0.5, 0.25),
+            "cifar10": (0.5, 0.1), "celeb_a": (1.5, 0.1),
+            "olivetti_faces": (1.5, 0.1), "pneumoniamnist": (0.1, 0.25),
+            "medical_mnist": (0.1, 0.25), "folder": (0.5, 0.25),
+            "npz": (0.5, 0.25)}
+
+
+def test_every_data_set_has_a_setting():
+  assert set(config_lib.DATASETS) == set(_LAMBDAS)
+  for dataset, (sca, sparse) in _LAMBDAS.items():
+    assert config_lib.make_config("sca", dataset).defense.lam == sca
+    assert config_lib.make_config("sparse_standard", dataset).defense.lam == (
+        sparse)
+  assert config_lib.make_config("sca", "celeb_a").data.image_size == 32
+  assert config_lib.make_config("sca", "celeb_a").defense.arch == "cifar"
+  assert config_lib.make_config("sca", "olivetti_faces").defense.arch == (
+      "mnist")  # 32x32 grey
+  paper = config_lib.make_config("sca", "pneumoniamnist", "paper")
+  assert (paper.train.learning_rate, paper.train.batch_size) == (1e-5, 8)
+  assert paper.data.max_test == paper.data.max_aux == 0  # uncut, as theirs
+
+
+@pytest.mark.parametrize("dataset", sorted(_LAMBDAS))
+def test_every_pair_builds_and_validates_before_compute(dataset, monkeypatch):
+  """make_config for every (data set, defense); where the files exist, the
+  whole config passes validation with no data read (files are not opened)."""
+  from sca_jax import validation  # pylint: disable=g-import-not-at-top
+  from sca_jax.data import splits  # pylint: disable=g-import-not-at-top
+  from conftest import shared_data_dir  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(splits, "load_source", None)  # any read would fail
+  have_files = (shared_data_dir() / dataset).is_dir()
+  for defense in DEFENSES.names():
+    for protocol in ("default", "paper"):
+      c = config_lib.make_config(defense, dataset, protocol)
+      assert (c.data.name, c.defense.name) == (dataset, defense)
+      if dataset in ("folder", "npz"):
+        with pytest.raises(validation.ConfigError, match="config.data.path"):
+          validation.validate(c)
+      elif have_files:
+        c.data.data_dir = str(shared_data_dir())
+        validation.validate(c, warn=pytest.fail)

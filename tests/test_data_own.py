@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -121,8 +122,19 @@ def test_not_an_npz(tmp_path):
     data.load_source("npz", path=path)
 
 
-@pytest.mark.parametrize("kind", ["folder", "npz"])
-def test_tiny_experiment_on_own_data(tmp_path, kind):
+def _experiment_config(arg: str):
+  """The config of `--config=configs/experiment.py:<arg>`, the CLI's."""
+  spec = importlib.util.spec_from_file_location(
+      "experiment_config", Path(__file__).resolve().parents[1] / "configs" /
+      "experiment.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.mark.parametrize("kind,defense", [("folder", "sca"),
+                                          ("npz", "no_defense")])
+def test_tiny_experiment_on_own_data(tmp_path, kind, defense):
   if kind == "folder":
     path = _folder(tmp_path / "own", n=40, sizes=((30, 24), (24, 30)))
   else:
@@ -131,12 +143,19 @@ def test_tiny_experiment_on_own_data(tmp_path, kind):
     x[y == 1] //= 3  # Darker class 1: something to learn.
     path = tmp_path / "own.npz"
     np.savez(path, images=x, labels=y)
-  c = tiny_config("no_defense")
-  c.data.name, c.data.path = kind, str(path)
+  c = _experiment_config(f"defense={defense},dataset={kind}")
+  tiny = tiny_config(defense)
+  c.defense, c.train = tiny.defense, tiny.train
+  c.data.path = str(path)
   c.data.image_size, c.data.channels = 28, 1  # MNIST-shaped targets.
   c.data.max_train, c.data.max_test, c.data.max_aux = 0, 16, 16
-  start = time.perf_counter()
+  c.attacks = ("end_to_end",)
+  c.attack.end_to_end.epochs, c.attack.end_to_end.num_images = 1, 16
+  c.eval_classifier.epochs = 1
+  # CPU time, not wall time: the machine may be shared.
+  start = time.process_time()
   results = experiment.run(c, tmp_path / "w")
-  assert results["dataset"] == kind
+  assert results["dataset"] == kind and results["defense"] == defense
   assert results["num_train"] == 84 and results["num_test"] == 16
-  assert time.perf_counter() - start < 60
+  assert np.isfinite(results["attacks"]["end_to_end"]["psnr"]["mean"])
+  assert time.process_time() - start < 60

@@ -118,10 +118,10 @@ def test_unknown_field_is_refused_and_an_unknown_defense_field_warned():
   with pytest.raises(validation.ConfigError, match="train.learnng_rate"):
     validation.validate(ml_collections.ConfigDict(c))
   del c["train"]["learnng_rate"]
-  c["defense"]["dropout"] = 0.1
+  c["defense"]["drop_rate"] = 0.1
   warnings = []
   validation.validate(ml_collections.ConfigDict(c), warn=warnings.append)
-  assert "defense.dropout" in warnings[0]
+  assert "defense.drop_rate" in warnings[0]
 
 
 def test_describe_follows_image_size_and_channels():

@@ -10,9 +10,10 @@ walks back from the leaked layer to the image:
          mean and std of its input over the attacker's auxiliary images;
   bn     invert the eval-mode affine map with the running statistics;
   relu   identity (the codes are already non-negative);
+  dropout  identity (the frozen target runs in eval mode);
   laplace  identity (zero-mean inference noise; see `queries`).
 
-Any other layer kind on the way (conv, pool, dropout) stops it: the leak is
+Any other layer kind on the way (conv, pool) stops it: the leak is
 not a sparse code. The first layer standardises the image per sample, so the
 decoded image has the right shape but not its background or contrast; a
 calibration fitted by least squares on the auxiliary set maps it back to
@@ -43,8 +44,8 @@ from sca_jax.evaluation import batched
 CALIBRATIONS = ("affine_per_pixel", "none", "ridge")
 # Layer kinds walked back through; "laplace" (additive zero-mean noise, a
 # defense) is passed as identity: query averaging is what shrinks it.
-_WALKABLE = ("lca", "bn", "relu", "laplace")
-_IDENTITY = ("relu", "laplace")
+_WALKABLE = ("lca", "bn", "relu", "dropout", "laplace")
+_IDENTITY = ("relu", "dropout", "laplace")
 _STAT_IMAGES = 512  # auxiliary images for the per-sample input statistics
 
 DEFAULTS = dict(

@@ -24,12 +24,13 @@ _KNOWN = {
     "olivetti_faces": DataInfo((64, 64, 1), 40),
     "pneumoniamnist": DataInfo((28, 28, 1), 2),
     "celeb_a": DataInfo((64, 64, 3), 4),
+    "medical_mnist": DataInfo((64, 64, 1), 6),  # Kaggle's 64x64 JPEGs
 }
 
 
 def describe(data_cfg) -> DataInfo | None:
   """(image_shape, num_classes) of `data_cfg.name`, or None if only the files
-  tell (e.g. a folder of class folders, such as medical_mnist).
+  tell (the user's own `folder` or `npz`).
 
   Honours `data_cfg.image_size` (square resize) and `data_cfg.channels` when
   the config has them.

@@ -86,6 +86,10 @@ def validate(data_cfg) -> tuple[str, float, int | None, int | None,
   if name in OWN_SOURCES and not _field(data_cfg, "path"):
     raise ValueError(f"config.data.path must be set for config.data.name="
                      f"{name!r}")
+  if name not in OWN_SOURCES and _field(data_cfg, "path") is not None:
+    raise ValueError(f"config.data.path={_field(data_cfg, 'path')!r} is read "
+                     f"only for config.data.name in {OWN_SOURCES}; {name!r} "
+                     f"is found through config.data.data_dir")
   _check_positive(data_cfg, "image_size", "a positive int")
   channels = _check_positive(data_cfg, "channels", "1 or 3")
   if channels not in (None, 1, 3, 4):

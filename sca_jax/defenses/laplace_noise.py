@@ -25,9 +25,9 @@ register_layer("laplace", lambda ctx: (None, ctx.shape), _apply_laplace)
 @MODELS.register("laplace_noise")
 def laplace_noise(cfg, image_shape, num_classes, rngs) -> LayerStack:
   """no_defense with Laplace noise on the first pair's output (the split)."""
-  # Layers: conv, bn, laplace, ...: `first` is the noised output (index 2).
+  # Layers: conv, bn, laplace, ...: `first` is the noised output (conv_stack
+  # points it at the first extra layer).
   return conv_stack(cfg, image_shape, num_classes, rngs, extra=("laplace",),
-                    first_index=2,
                     options={"laplace_scale": float(cfg.laplace_scale)})
 
 

@@ -1,6 +1,7 @@
 """SCA: the sparse coding architecture of the paper (Sec. 3).
 
-(sparse coding, batch norm) pairs, then linear layers. The sparse layers'
+(sparse coding, batch norm) pairs, then linear layers (on 32x32 RGB data the
+authors' CIFAR-10/CelebA shape, `models.cifar_layers`). The sparse layers'
 settings (`lam`, `tau`, `num_iters`, `solver`, ...) are the shared
 `config.defense` fields of `config_lib.base_config`; the Hebbian dictionary
 rule is a training switch (`defense.hebbian`, see train.py).
@@ -9,7 +10,8 @@ rule is a training switch (`defense.hebbian`, see train.py).
 import ml_collections
 
 from sca_jax.defenses import DEFENSES, SPARSE_ADAPTIVE, Defense
-from sca_jax.models import MODELS, LayerStack, lca_config, stack_spec
+from sca_jax.models import (MODELS, LayerStack, arch, cifar_layers,
+                            lca_config, stack_spec)
 
 
 def check_sparse(cfg: ml_collections.ConfigDict) -> None:
@@ -19,10 +21,14 @@ def check_sparse(cfg: ml_collections.ConfigDict) -> None:
 
 @MODELS.register("sca")
 def sca(cfg, image_shape, num_classes, rngs) -> LayerStack:
-  """SCA: (sparse coding, batch norm) pairs, then linear layers."""
-  layers = []
-  for f in cfg.features:
-    layers += [f"lca:{f}", "bn"]
+  """SCA: (sparse coding, batch norm) pairs, then linear layers; "cifar":
+  two sparse blocks, then the conv blocks (`models.cifar_layers`)."""
+  if arch(cfg) == "cifar":
+    layers, _ = cifar_layers(cfg, ("lca", "lca"))
+  else:
+    layers = []
+    for f in cfg.features:
+      layers += [f"lca:{f}", "bn"]
   spec = stack_spec(cfg, layers, image_shape, lca=lca_config(cfg),
                     lca_strides=tuple(cfg.strides))
   return LayerStack(spec, image_shape, num_classes, rngs=rngs)

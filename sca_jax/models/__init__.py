@@ -2,7 +2,12 @@
 
 Model builders are registered in `MODELS` by the defense modules under
 `sca_jax.defenses` (each defense registers the model it trains); the helpers
-here (`stack_spec`, `conv_stack`) are what they share.
+here (`stack_spec`, `conv_stack`, `cifar_layers`) are what they share.
+
+Two architectures (`config.defense.arch`, chosen by `config_lib.make_config`
+from the data set): "mnist", the authors' MNIST-type models ((sparse coding
+or conv, norm) pairs, then linear layers of widths `hidden`), and "cifar",
+the authors' CIFAR-10/CelebA code for 32x32 RGB data (`cifar_layers`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ MODELS: Registry = Registry("model")
 # paper's (0.1307, 0.3081) for MNIST-type grey images, 0.5/0.5 for RGB). Sparse
 # layers standardise each sample themselves.
 _GREY, _RGB = (0.1307, 0.3081), (0.5, 0.5)
+ARCHS = ("mnist", "cifar")
 
 
 def lca_config(cfg: ml_collections.ConfigDict) -> lca.LCAConfig:
@@ -45,21 +51,69 @@ def stack_spec(cfg: ml_collections.ConfigDict, layers, image_shape,
   mean, std = _GREY if image_shape[-1] == 1 else _RGB
   return StackSpec(layers=tuple(layers), hidden=tuple(cfg.hidden),
                    kernel=int(cfg.kernel), input_mean=mean, input_std=std,
+                   dropout=float(cfg.get("dropout", 0.0)),
                    options=tuple(sorted((options or {}).items())), **kw)
+
+
+def arch(cfg: ml_collections.ConfigDict) -> str:
+  """`config.defense.arch` ("mnist" when a hand-built config has none)."""
+  name = cfg.get("arch", "mnist")
+  if name not in ARCHS:
+    raise ValueError(f"config.defense.arch={name!r}: allowed {ARCHS}")
+  return name
+
+
+def cifar_layers(cfg: ml_collections.ConfigDict, kinds: tuple[str, str],
+                 norm: str = "bn", extra: tuple[str, ...] = ()
+                 ) -> tuple[list[str], int]:
+  """The feature layers of the authors' CIFAR-10/CelebA code.
+
+  Two blocks of `kinds` with `features` (16, 32) channels: kind -> ReLU ->
+  Dropout -> norm, the second with MaxPool2 before its norm; then one
+  Conv(kernel) -> ReLU -> Dropout -> MaxPool2 -> norm block per entry of
+  `conv_features` (64, 128, 256). On 32x32 images the head sees 2x2x256 =
+  1024 values (Linear(1024, 512) with `hidden` = (512,)). `extra` layers
+  follow the first block; returns (layers, index of the first extra layer).
+  """
+  if len(cfg.features) != 2:
+    raise ValueError(f"config.defense.features={tuple(cfg.features)}: the "
+                     "cifar architecture has two leading blocks, e.g. (16, 32)")
+
+  def block(kind: str, features: int, pool: bool) -> list[str]:
+    # "conv" includes its ReLU; a sparse layer gets an explicit one (a no-op
+    # on non-negative codes, kept to mirror the authors' code).
+    return ([f"{kind}:{features}"] + (["relu"] if kind != "conv" else [])
+            + ["dropout"] + (["pool"] if pool else []) + [norm])
+
+  layers = block(kinds[0], int(cfg.features[0]), False)
+  first_extra = len(layers)
+  layers += list(extra) + block(kinds[1], int(cfg.features[1]), True)
+  for f in cfg.get("conv_features", (64, 128, 256)):
+    layers += block("conv", int(f), True)
+  return layers, first_extra
 
 
 def conv_stack(cfg, image_shape, num_classes, rngs, norm: str = "bn",
                extra: tuple[str, ...] = (), **kw) -> LayerStack:
-  """(conv+ReLU, norm) pairs; `extra` layers right after the first pair."""
-  layers = []
-  for f in cfg.features:
-    layers += [f"conv:{f}", norm]
-    if len(layers) == 2:
-      layers += list(extra)
-  if len(set(cfg.strides)) > 1:
-    raise ValueError("config.defense.strides: conv models use one stride")
-  spec = stack_spec(cfg, layers, image_shape, conv_stride=int(cfg.strides[0]),
-                    **kw)
+  """(conv+ReLU, norm) pairs (or the cifar blocks, `cifar_layers`); `extra`
+  layers right after the first pair (block), and `first` aliases the first
+  of them unless `first_index` is given."""
+  if arch(cfg) == "cifar":
+    layers, first_extra = cifar_layers(cfg, ("conv", "conv"), norm, extra)
+    stride = 1  # the blocks pool instead
+  else:
+    layers = []
+    for f in cfg.features:
+      layers += [f"conv:{f}", norm]
+      if len(layers) == 2:
+        layers += list(extra)
+    first_extra = 2
+    if len(set(cfg.strides)) > 1:
+      raise ValueError("config.defense.strides: conv models use one stride")
+    stride = int(cfg.strides[0])
+  if extra:
+    kw.setdefault("first_index", first_extra)
+  spec = stack_spec(cfg, layers, image_shape, conv_stride=stride, **kw)
   return LayerStack(spec, image_shape, num_classes, rngs=rngs)
 
 
@@ -81,6 +135,7 @@ def build_model(defense_cfg: ml_collections.ConfigDict,
   return builder(cfg, image_shape, num_classes, nnx.Rngs(seed_key))
 
 
-__all__ = ["LAYERS", "MODELS", "Dictionary", "LayerStack", "SparseCoding",
-           "StackSpec", "build_model", "conv_stack", "lca_config",
+__all__ = ["ARCHS", "LAYERS", "MODELS", "Dictionary", "LayerStack",
+           "SparseCoding", "StackSpec", "arch", "build_model", "cifar_layers",
+           "conv_stack", "lca_config",
            "register_layer", "stack_spec"]
