@@ -210,6 +210,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     from sca_jax import attacks  # pylint: disable=g-import-not-at-top
     results["attacks"] = attacks.run_attacks(config, model, splits, workdir,
                                              attack_key)
+  if config.get("umap", False):  # the paper's Figure 6, per threat model
+    from sca_jax import umap_plot  # pylint: disable=g-import-not-at-top
+    results["umap"] = umap_plot.write_umaps(config, model, splits, workdir)
   results["wall_time_s"] = time.time() - t_start
   results["config"] = config.to_dict()
   write_json(workdir / "results.json", results)

@@ -9,12 +9,14 @@ rule is a training switch (`defense.hebbian`, see train.py).
 import ml_collections
 
 from sca_jax.defenses import DEFENSES, SPARSE_ADAPTIVE, Defense
-from sca_jax.models import MODELS, LayerStack, lca_config, stack_spec
+from sca_jax.models import (MODELS, LayerStack, lca_config, lca_layer_iters,
+                            stack_spec)
 
 
 def check_sparse(cfg: ml_collections.ConfigDict) -> None:
   """The LCA settings of a sparse defense, checked before any compute."""
   lca_config(cfg)
+  lca_layer_iters(cfg, len(cfg.features))
 
 
 @MODELS.register("sca")
@@ -24,7 +26,8 @@ def sca(cfg, image_shape, num_classes, rngs) -> LayerStack:
   for f in cfg.features:
     layers += [f"lca:{f}", "bn"]
   spec = stack_spec(cfg, layers, image_shape, lca=lca_config(cfg),
-                    lca_strides=tuple(cfg.strides))
+                    lca_strides=tuple(cfg.strides),
+                    lca_iters=lca_layer_iters(cfg, len(cfg.features)))
   return LayerStack(spec, image_shape, num_classes, rngs=rngs)
 
 

@@ -3,7 +3,8 @@ input, then a convolution and linear layers."""
 
 from sca_jax.defenses import DEFENSES, SPARSE_ADAPTIVE, Defense
 from sca_jax.defenses.sca import check_sparse
-from sca_jax.models import MODELS, LayerStack, lca_config, stack_spec
+from sca_jax.models import (MODELS, LayerStack, lca_config, lca_layer_iters,
+                            stack_spec)
 
 
 @MODELS.register("sparse_standard")
@@ -12,6 +13,7 @@ def sparse_standard(cfg, image_shape, num_classes, rngs) -> LayerStack:
   f_sparse, f_conv = cfg.features[0], cfg.features[-1]
   spec = stack_spec(cfg, [f"lca:{f_sparse}", f"conv:{f_conv}"], image_shape,
                     lca=lca_config(cfg), lca_strides=tuple(cfg.strides[:1]),
+                    lca_iters=lca_layer_iters(cfg, len(cfg.features))[:1],
                     conv_stride=int(cfg.strides[-1]))
   return LayerStack(spec, image_shape, num_classes, rngs=rngs)
 
