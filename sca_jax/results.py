@@ -10,7 +10,9 @@
 
 Metrics are found, not listed: every entry of an attack recorded as a
 statistic (a dict with "mean": psnr, ssim, attack_accuracy, any new one) plus
-the scalar FID, each also as `<metric>_floor` (the trivial attacker's score).
+the scalar FID and the re-identification rates (`reid_pixel`,
+`reid_feature`), each also for the three floors: `<metric>_floor` (mean
+image), `<metric>_floor_class_mean`, `<metric>_floor_oracle`.
 A sweep also writes `cell.json` beside it (the cell's axis labels), which
 names the target (e.g. `sca_lam0.1`); without it the target is the run's
 directory below the root, less data set and seed parts, or the defense.
@@ -30,16 +32,38 @@ TARGET = "target"          # threat model of the target's own metrics
 _SEED_LABEL = re.compile(r"seed-?\d+$")
 
 
-def attack_metrics(attack: dict[str, Any]) -> dict[str, float]:
-  """{metric: value} of one attack entry, floors as `<metric>_floor`."""
+# Floors (sca_jax.leakage) and the suffix their metrics get in the tables.
+FLOOR_SUFFIXES = (("mean_image", "_floor"),
+                  ("class_mean_image", "_floor_class_mean"),
+                  ("retrieval_oracle", "_floor_oracle"))
+
+
+def _entry_metrics(entry: dict[str, Any]) -> dict[str, float]:
+  """Statistics ("mean" dicts), scalar FID and the re-identification rates
+  (`reid_pixel`, `reid_feature`) of one attack or floor entry."""
   out = {}
-  for suffix, entry in (("", attack), ("_floor", attack.get("floor", {}))):
-    for key, value in entry.items():
-      if isinstance(value, dict) and isinstance(value.get("mean"),
-                                                (int, float)):
-        out[key + suffix] = float(value["mean"])
-      elif key in SCALAR_METRICS and isinstance(value, (int, float)):
-        out[key + suffix] = float(value)
+  for key, value in entry.items():
+    if isinstance(value, dict) and isinstance(value.get("mean"),
+                                              (int, float)):
+      out[key] = float(value["mean"])
+    elif key in SCALAR_METRICS and isinstance(value, (int, float)):
+      out[key] = float(value)
+  reid = entry.get("reidentification")
+  if isinstance(reid, dict):
+    out.update({f"reid_{space}": float(reid[space])
+                for space in ("pixel", "feature") if space in reid})
+  return out
+
+
+def attack_metrics(attack: dict[str, Any]) -> dict[str, float]:
+  """{metric: value} of one attack entry, each floor's as `<metric>_floor`
+  (mean image), `_floor_class_mean` and `_floor_oracle` (retrieval oracle);
+  results without `floors` have the mean-image `floor` only."""
+  out = _entry_metrics(attack)
+  floors = attack.get("floors") or {"mean_image": attack.get("floor", {})}
+  for floor, suffix in FLOOR_SUFFIXES:
+    out.update({m + suffix: v
+                for m, v in _entry_metrics(floors.get(floor, {})).items()})
   return out
 
 

@@ -29,6 +29,24 @@ def test_attack_metrics_are_the_recorded_statistics_and_fid():
                  "psnr_floor": 11.0, "fid_floor": 800.0}
 
 
+def test_reidentification_rates_and_all_three_floors_are_read():
+  def entry(psnr, pixel):
+    return {"psnr": _stat(psnr), "reidentification": {
+        "pixel": pixel, "feature": pixel / 2, "chance": 1 / 512}}
+  attack = dict(entry(20.0, 0.9), floors={
+      "mean_image": entry(11.0, 1 / 512),
+      "class_mean_image": entry(12.0, 0.04),
+      "retrieval_oracle": entry(15.0, 0.7)})
+  assert results.attack_metrics(attack) == {
+      "psnr": 20.0, "reid_pixel": 0.9, "reid_feature": 0.45,
+      "psnr_floor": 11.0, "reid_pixel_floor": 1 / 512,
+      "reid_feature_floor": 1 / 1024,
+      "psnr_floor_class_mean": 12.0, "reid_pixel_floor_class_mean": 0.04,
+      "reid_feature_floor_class_mean": 0.02,
+      "psnr_floor_oracle": 15.0, "reid_pixel_floor_oracle": 0.7,
+      "reid_feature_floor_oracle": 0.35}
+
+
 def test_load_results_names_targets_and_reads_dp(tmp_path):
   cell = tmp_path / "mnist" / "sca_lam0.25" / "seed1"
   cell.mkdir(parents=True)
