@@ -56,8 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.defense.hidden = (500, 500, 28, 500)
   c.defense.lam = 0.5
   # FISTA on the LCA objective: the same sparse codes as the LCA dynamics in
-  # far fewer iterations (README: gap to the optimum per layer). The paper's
-  # plain LCA dynamics: solver="lca", tau=10, num_iters=30 on this setting.
+  # far fewer iterations (docs/history.md: gap to the optimum per layer).
+  # The paper's plain LCA dynamics: solver="lca", tau=10, num_iters=30 on
+  # this setting.
   c.defense.solver = "fista"
   c.defense.tau = 10.0  # used by solver="lca" only
   c.defense.num_iters = 15

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from sca_jax import lca
+from sca_jax import results as results_lib
 from sca_jax import train as train_lib
 from sca_jax import validation
 from sca_jax.checkpoint import Checkpointer, read_fingerprints
@@ -187,34 +187,26 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                                bs)
   print(f"test accuracy {test_acc:.4f} (train subset {train_acc:.4f})")
   model = trainer.model(state)
-  results: dict[str, Any] = {
-      "dataset": splits.name,
-      "defense": config.defense.name,
-      "seed": config.seed,
-      "test_accuracy": test_acc,
-      "train_accuracy": train_acc,
-      "num_train": len(splits.train_x),
-      "num_test": len(splits.test_x),
-      "data_checks": data_checks,
-      "train": train_info,
-      "sparse_layers": sparse_layer_stats(model, jnp.asarray(
-          splits.test_x[:min(128, len(splits.test_x))])),
-      "machine": {"platform": platform.platform(),
-                  "processor": platform.processor(),
-                  "devices": [str(d) for d in jax.devices()],
-                  "jax": jax.__version__},
-  }
-  if defense.report is not None:  # e.g. the DP-SGD epsilon
-    results.update(defense.report(defense_cfg, len(train_x), config.train))
+  sparse_layers = sparse_layer_stats(model, jnp.asarray(
+      splits.test_x[:min(128, len(splits.test_x))]))
+  report = (defense.report(defense_cfg, len(train_x), config.train)
+            if defense.report is not None else {})  # e.g. the DP-SGD epsilon
+  attack_results = None
   if config.attacks:
     from sca_jax import attacks  # pylint: disable=g-import-not-at-top
-    results["attacks"] = attacks.run_attacks(config, model, splits, workdir,
-                                             attack_key)
+    attack_results = attacks.run_attacks(config, model, splits, workdir,
+                                         attack_key)
+  umap_files = None
   if config.get("umap", False):  # the paper's Figure 6, per threat model
     from sca_jax import umap_plot  # pylint: disable=g-import-not-at-top
-    results["umap"] = umap_plot.write_umaps(config, model, splits, workdir)
-  results["wall_time_s"] = time.time() - t_start
-  results["config"] = config.to_dict()
+    umap_files = umap_plot.write_umaps(config, model, splits, workdir)
+  results = results_lib.build(
+      config=config, splits=splits, test_accuracy=test_acc,
+      train_accuracy=train_acc, data_checks=data_checks, train=train_info,
+      sparse_layers=sparse_layers, defense_report=report,
+      attacks=attack_results, wall_time_s=time.time() - t_start)
+  if umap_files is not None:
+    results["umap"] = umap_files
   write_json(workdir / "results.json", results)
   print(f"wrote {workdir / 'results.json'}")
   return results

@@ -1,7 +1,12 @@
 """Entry point: `python -m sca_jax.main --config=configs/mnist_sca.py --workdir=DIR`.
 
 Config fields can be overridden on the command line, e.g.
-`--config.defense.lam=0.25 --config.train.epochs=1`.
+`--config.defense.lam=0.25 --config.train.epochs=1`. Any defense, data set
+and protocol:
+`--config=configs/experiment.py:defense=..,dataset=..,protocol=..`.
+
+`python -m sca_jax.main --list` prints every defense, attack, data set and
+protocol, and every config field with its default.
 
 Exit status: 0 done; 2 a user error (config, data files, workdir), printed as
 one line naming the field, the value and what is allowed; 3 training diverged
@@ -11,11 +16,12 @@ shows tracebacks for every error.
 """
 
 import sys
+from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sca_jax import checkpoint, experiment, validation
+from sca_jax import catalog, checkpoint, experiment, validation
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -24,16 +30,32 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics and results.json.")
 _DEBUG = flags.DEFINE_bool(
     "debug", False, "Show the full traceback of user errors too.")
-flags.mark_flags_as_required(["config", "workdir"])
+_LIST = flags.DEFINE_bool(
+    "list", False, "Print the defenses, attacks, data sets, protocols and "
+    "config fields with their defaults, then exit (no --config or --workdir "
+    "needed).")
 
 # Errors with a message that says everything: exit status for each.
 EXIT_CODES = ((validation.ConfigError, 2), (checkpoint.TrainingDiverged, 3),
               (checkpoint.CheckpointError, 3))
 
 
+def fail(message: str, code: int = 2) -> NoReturn:
+  """Exits with `code` after one line `error: <message>` on stderr."""
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(code)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _LIST.value:  # with --config, its plug-ins (config.imports) too
+    print(catalog.catalog(tuple(_CONFIG.value.get("imports", ()))
+                          if _CONFIG.value else ()), end="")
+    return
+  if _CONFIG.value is None or not _WORKDIR.value:
+    fail("--config and --workdir are required (--list shows the defenses, "
+         "attacks, data sets and config fields; --help the flags)")
   # Orbax logs every checkpoint file operation at INFO, and the errors of its
   # threads at ERROR even when they are handled (an unreadable checkpoint is
   # reported by one line of our own instead).
@@ -43,9 +65,7 @@ def main(argv):
   except tuple(e for e, _ in EXIT_CODES) as e:
     if _DEBUG.value:
       raise
-    code = next(c for kind, c in EXIT_CODES if isinstance(e, kind))
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(code)
+    fail(str(e), next(c for kind, c in EXIT_CODES if isinstance(e, kind)))
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -53,8 +73,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e))
 
 
 if __name__ == "__main__":

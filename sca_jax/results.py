@@ -1,18 +1,26 @@
-"""The results.json of a run, and the one reader every table and figure uses.
+"""The results.json of a run: built in one place (`build`), read by one
+reader (`load_results`) that every table and figure uses.
 
-`experiment.run` writes `<workdir>/results.json`; the fields read here are
+`experiment.run` writes `<workdir>/results.json` through `build`:
 
   dataset, defense, seed, test_accuracy, train_accuracy   the target
+  num_train, num_test, data_checks (test/aux overlap)     the data
+  train: {num_steps, steps_this_run, train_time_s, ...}   the training run
+  sparse_layers: {<layer>: {active_fraction, relative_gap_to_optimum, ...}}
+  machine: {platform, processor, devices, jax}, wall_time_s
   dp: {epsilon, noise_multiplier, ...}                    DP-SGD only
   config: the full ConfigDict (config.defense.lam, ...)
   attacks: {<attack>: {<metric>: {"mean": x, ...} | x, ...,
-                       floor: {<metric>: ...}}}
+                       reidentification: {pixel, feature, chance},
+                       floor: {<metric>: ...},   (the mean-image floor)
+                       floors: {mean_image, class_mean_image,
+                                retrieval_oracle: {<metric>: ...}}}}
 
 Metrics are found, not listed: every entry of an attack recorded as a
-statistic (a dict with "mean": psnr, ssim, attack_accuracy, any new one) plus
-the scalar FID and the re-identification rates (`reid_pixel`,
-`reid_feature`), each also for the three floors: `<metric>_floor` (mean
-image), `<metric>_floor_class_mean`, `<metric>_floor_oracle`.
+statistic (a dict with "mean": psnr, ssim, attack_accuracy, any new one), the
+scalar FID and the re-identification rates (`reid_pixel`, `reid_feature`),
+each also as `<metric>_floor` (the mean-image attacker's score) and
+`<metric>_floor_<name>` (the class-mean image and the retrieval oracle).
 A sweep also writes `cell.json` beside it (the cell's axis labels), which
 names the target (e.g. `sca_lam0.1`); without it the target is the run's
 directory below the root, less data set and seed parts, or the defense.
@@ -21,6 +29,7 @@ directory below the root, less data set and seed parts, or the defense.
 from __future__ import annotations
 
 import json
+import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -31,39 +40,67 @@ SCALAR_METRICS = ("fid",)  # metrics recorded as a bare number
 TARGET = "target"          # threat model of the target's own metrics
 _SEED_LABEL = re.compile(r"seed-?\d+$")
 
+def build(*, config: Any, splits: Any, test_accuracy: float,
+          train_accuracy: float, data_checks: dict[str, Any],
+          train: dict[str, Any], sparse_layers: dict[str, Any],
+          defense_report: dict[str, Any], attacks: dict[str, Any] | None,
+          wall_time_s: float) -> dict[str, Any]:
+  """The results.json of one run: the schema above, built in one place.
 
-# Floors (sca_jax.leakage) and the suffix their metrics get in the tables.
-FLOOR_SUFFIXES = (("mean_image", "_floor"),
-                  ("class_mean_image", "_floor_class_mean"),
-                  ("retrieval_oracle", "_floor_oracle"))
+  `defense_report` (e.g. DP-SGD's `dp` entry) is merged at the top level;
+  `attacks` maps attack name -> that attack's entry (absent: no attacks).
+  """
+  import jax  # pylint: disable=g-import-not-at-top  (readers need no JAX)
+  results: dict[str, Any] = {
+      "dataset": splits.name,
+      "defense": config.defense.name,
+      "seed": config.seed,
+      "test_accuracy": test_accuracy,
+      "train_accuracy": train_accuracy,
+      "num_train": len(splits.train_x),
+      "num_test": len(splits.test_x),
+      "data_checks": data_checks,
+      "train": train,
+      "sparse_layers": sparse_layers,
+      "machine": {"platform": platform.platform(),
+                  "processor": platform.processor(),
+                  "devices": [str(d) for d in jax.devices()],
+                  "jax": jax.__version__},
+      **defense_report,
+  }
+  if attacks is not None:
+    results["attacks"] = attacks
+  results["wall_time_s"] = wall_time_s
+  results["config"] = config.to_dict()
+  return results
+
 
 
 def _entry_metrics(entry: dict[str, Any]) -> dict[str, float]:
-  """Statistics ("mean" dicts), scalar FID and the re-identification rates
-  (`reid_pixel`, `reid_feature`) of one attack or floor entry."""
+  """Statistics ({"mean": x}), scalar metrics and re-identification rates."""
   out = {}
   for key, value in entry.items():
-    if isinstance(value, dict) and isinstance(value.get("mean"),
-                                              (int, float)):
+    if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
       out[key] = float(value["mean"])
     elif key in SCALAR_METRICS and isinstance(value, (int, float)):
       out[key] = float(value)
-  reid = entry.get("reidentification")
-  if isinstance(reid, dict):
-    out.update({f"reid_{space}": float(reid[space])
-                for space in ("pixel", "feature") if space in reid})
+  reid = entry.get("reidentification") or {}
+  for space, rate in ({} if "mean" in reid else reid).items():
+    if space != "chance" and isinstance(rate, (int, float)):
+      out[f"reid_{space}"] = float(rate)
   return out
 
 
 def attack_metrics(attack: dict[str, Any]) -> dict[str, float]:
-  """{metric: value} of one attack entry, each floor's as `<metric>_floor`
-  (mean image), `_floor_class_mean` and `_floor_oracle` (retrieval oracle);
-  results without `floors` have the mean-image `floor` only."""
+  """{metric: value} of one attack entry; the mean-image floor as
+  `<metric>_floor`, the other floors as `<metric>_floor_<name>`."""
   out = _entry_metrics(attack)
-  floors = attack.get("floors") or {"mean_image": attack.get("floor", {})}
-  for floor, suffix in FLOOR_SUFFIXES:
-    out.update({m + suffix: v
-                for m, v in _entry_metrics(floors.get(floor, {})).items()})
+  out.update({f"{k}_floor": v
+              for k, v in _entry_metrics(attack.get("floor", {})).items()})
+  for name, floor in (attack.get("floors") or {}).items():
+    if name != "mean_image":  # that one is `floor`
+      out.update({f"{k}_floor_{name}": v
+                  for k, v in _entry_metrics(floor).items()})
   return out
 
 

@@ -212,7 +212,8 @@ class Trainer:
     return correct / max(len(x_BHWC), 1)
 
 
-def _format_eta(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
+  """`1h02m03s` / `2m03s`: durations in progress lines (training, attacks)."""
   m, s = divmod(int(seconds), 60)
   h, m = divmod(m, 60)
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
@@ -279,7 +280,7 @@ def fit(trainer: Trainer, train_cfg: ml_collections.ConfigDict,
       t_last, step_last = now, done
       log(f"step {done}/{num_steps} epoch {epoch + 1} loss {metrics['loss']:.4f}"
           f" acc {metrics['accuracy']:.3f} | {rate:.2f} steps/s "
-          f"{rate * bs:.0f} img/s | ETA {_format_eta((num_steps - done) / rate)}")
+          f"{rate * bs:.0f} img/s | ETA {format_eta((num_steps - done) / rate)}")
       with metrics_path.open("a") as f:
         f.write(json.dumps({"step": done, "epoch": epoch + 1, **metrics}) + "\n")
     if done % every == 0 or done == num_steps:

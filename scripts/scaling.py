@@ -5,7 +5,9 @@
 Weak scaling: each device keeps `per_device_batch` images, so the global batch
 grows with the device count. On a multi-GPU machine this is the pmap scaling
 experiment; on a CPU with `XLA_FLAGS=--xla_force_host_platform_device_count=8`
-it only checks the mechanics (8 virtual devices share the same cores).
+it only checks the mechanics (8 virtual devices share the same cores). With
+one device visible it says so on stderr, and how to get more, before
+measuring that one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +27,22 @@ from sca_jax import config_lib, parallel, train
 from sca_jax.models import build_model
 
 
+def one_device_warning(devices: list) -> str | None:
+  """What to do when only one device is visible (None with more)."""
+  if len(devices) > 1:
+    return None
+  return (
+      f"warning: one device visible ({devices[0].platform}): this measures "
+      "no scaling. More devices: on CPU, run with "
+      "XLA_FLAGS=--xla_force_host_platform_device_count=8 (virtual devices "
+      "sharing the same cores: checks the mechanics, not the speed-up); on "
+      "GPUs or TPUs, install jax for them (pip install -e \".[gpu]\" or "
+      "\".[tpu]\") and make them visible (CUDA_VISIBLE_DEVICES unset or "
+      "listing several GPUs; python -c 'import jax; print(jax.devices())' "
+      "shows what JAX sees); several hosts: run one process per host under "
+      "SLURM or with JAX_COORDINATOR_ADDRESS (sca_jax.parallel).")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--out", default="results/scaling.json")
@@ -33,6 +52,9 @@ def main() -> None:
   parser.add_argument("--strides", default="2,2")
   args = parser.parse_args()
   parallel.initialize_distributed()
+  warning = one_device_warning(jax.devices())
+  if warning:
+    print(warning, file=sys.stderr, flush=True)
 
   cfg = config_lib.get_config(None, name="sca", dataset="mnist")
   cfg.defense.num_iters = args.num_iters

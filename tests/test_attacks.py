@@ -2,6 +2,7 @@
 floor, leave the target bit-identical, and reject bad configs before compute."""
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -140,7 +141,7 @@ def test_represent_passes_key_to_stochastic_targets(mnist, target):
 
 
 def test_attacks_learn_beat_floor_and_leave_target_untouched(
-    mnist, target, tmp_path, monkeypatch):
+    mnist, target, tmp_path, monkeypatch, capsys):
   monkeypatch.setenv(evaluation.CACHE_ENV, str(tmp_path / "cache"))
   model = target
   before = [np.array(v) for v in jax.tree.leaves(nnx.state(model))]
@@ -154,6 +155,17 @@ def test_attacks_learn_beat_floor_and_leave_target_untouched(
                       **common))
   results = attacks.run_attacks(config, model, mnist, tmp_path,
                                 jax.random.key(3))
+
+  # Progress like training's: which attack of how many, time, ETA.
+  out = capsys.readouterr().out
+  assert re.search(r"^attack 1 of 2: first_layer \| elapsed 0m\d\ds$", out,
+                   re.M), out
+  assert re.search(r"^attack 2 of 2: end_to_end \| elapsed \d+m\d\ds \| "
+                   r"ETA \d+m\d\ds$", out, re.M), out
+  for name in results:
+    assert len(re.findall(rf"^\[{name}\] epoch [123]/3 .* img/s \| ETA "
+                          r"\d+m\d\ds$", out, re.M)) == 3, out
+  assert re.search(r"^attacks done: 2 in \d+m\d\ds$", out, re.M), out
 
   after = [np.array(v) for v in jax.tree.leaves(nnx.state(model))]
   assert len(before) == len(after)
@@ -182,6 +194,14 @@ def test_attacks_learn_beat_floor_and_leave_target_untouched(
       assert im.format == "PNG" and im.size[0] > im.size[1] > 100
     assert sum(len(v) for v in r["grid"]["indices"].values()) == 9
   json.dumps(results)  # the caller writes it to results.json
+
+
+def test_progress_eta_is_the_finished_attacks_mean_time_per_attack_left():
+  assert attacks._progress(1, 5, "split", 0.0) == (
+      "attack 1 of 5: split | elapsed 0m00s")
+  # 2 attacks took 60 s: 30 s each, 3 left (this one included).
+  assert attacks._progress(3, 5, "split", 60.0) == (
+      "attack 3 of 5: split | elapsed 1m00s | ETA 1m30s")
 
 
 def test_train_step_is_pure(mnist):

@@ -13,9 +13,16 @@ def _stat(mean):
 def _results(defense="sca", seed=0, **extra):
   attack = {"leak": {"name": "first"}, "psnr": _stat(20.0),
             "ssim": _stat(0.8), "fid": 3.0, "attack_accuracy": _stat(0.9),
-            "reidentification": _stat(0.4),  # a metric this code never names
+            "made_up_metric": _stat(0.4),  # a metric this code never names
+            "reidentification": {"pixel": 0.5, "feature": 0.25,
+                                 "chance": 1 / 512},
             "num_images": 512, "train_time_s": 9.0,
-            "floor": {"psnr": _stat(11.0), "fid": 800.0, "name": "mean"}}
+            "floor": {"psnr": _stat(11.0), "fid": 800.0, "name": "mean"},
+            "floors": {"mean_image": {"psnr": _stat(11.0)},
+                       "retrieval_oracle": {
+                           "psnr": _stat(14.0),
+                           "reidentification": {"pixel": 0.75,
+                                                "chance": 1 / 512}}}}
   return {"dataset": "mnist", "defense": defense, "seed": seed,
           "test_accuracy": 0.97, "train_accuracy": 0.99,
           "config": {"defense": {"lam": 0.25}}, "attacks": {"split": attack},
@@ -25,26 +32,11 @@ def _results(defense="sca", seed=0, **extra):
 def test_attack_metrics_are_the_recorded_statistics_and_fid():
   got = results.attack_metrics(_results()["attacks"]["split"])
   assert got == {"psnr": 20.0, "ssim": 0.8, "fid": 3.0,
-                 "attack_accuracy": 0.9, "reidentification": 0.4,
-                 "psnr_floor": 11.0, "fid_floor": 800.0}
-
-
-def test_reidentification_rates_and_all_three_floors_are_read():
-  def entry(psnr, pixel):
-    return {"psnr": _stat(psnr), "reidentification": {
-        "pixel": pixel, "feature": pixel / 2, "chance": 1 / 512}}
-  attack = dict(entry(20.0, 0.9), floors={
-      "mean_image": entry(11.0, 1 / 512),
-      "class_mean_image": entry(12.0, 0.04),
-      "retrieval_oracle": entry(15.0, 0.7)})
-  assert results.attack_metrics(attack) == {
-      "psnr": 20.0, "reid_pixel": 0.9, "reid_feature": 0.45,
-      "psnr_floor": 11.0, "reid_pixel_floor": 1 / 512,
-      "reid_feature_floor": 1 / 1024,
-      "psnr_floor_class_mean": 12.0, "reid_pixel_floor_class_mean": 0.04,
-      "reid_feature_floor_class_mean": 0.02,
-      "psnr_floor_oracle": 15.0, "reid_pixel_floor_oracle": 0.7,
-      "reid_feature_floor_oracle": 0.35}
+                 "attack_accuracy": 0.9, "made_up_metric": 0.4,
+                 "reid_pixel": 0.5, "reid_feature": 0.25,
+                 "psnr_floor": 11.0, "fid_floor": 800.0,
+                 "psnr_floor_retrieval_oracle": 14.0,
+                 "reid_pixel_floor_retrieval_oracle": 0.75}
 
 
 def test_load_results_names_targets_and_reads_dp(tmp_path):
@@ -66,7 +58,7 @@ def test_load_results_names_targets_and_reads_dp(tmp_path):
   sca = [r for r in rows if r["target"] == "sca_lam0.25"]
   assert all(r["lam"] == 0.25 and r["seed"] == 1 for r in sca)
   assert {(r["threat_model"], r["metric"]) for r in sca} >= {
-      ("target", "test_accuracy"), ("split", "reidentification"),
+      ("target", "test_accuracy"), ("split", "made_up_metric"),
       ("split", "psnr_floor")}
   dp = [r for r in rows if r["target"] == "dp"]
   assert all(r["lam"] is None and r["dp_epsilon"] == 2.5 for r in dp)

@@ -77,7 +77,7 @@ def test_tiny_grid_runs_resumes_and_reports_failures(tmp_path, data_dir):
   assert rc == 1, out
   assert "5 cells, 3 finished earlier, 2 to run" in out
   assert "--- FAILED broken/seed0" in out
-  assert "config.train.epochs must be >= 1" in out  # the log's tail
+  assert "config.train.epochs=0: must be an int >= 1" in out  # the log's tail
   assert "done 1 (+3 earlier) / running 0 / failed 1 / left 0 of 5" in out
   for n, t in mtimes.items():  # finished cells were not rerun
     assert (root / n / "results.json").stat().st_mtime_ns == t

@@ -29,12 +29,14 @@ named in `config.imports`.
 
 `validate(config)` checks all of it without a model or data; `run_attacks`
 also checks each leak name against the model before any compute, trains the
-evaluation classifier once, runs the attacks, and returns their results keyed
+evaluation classifier once, runs the attacks (printing "attack k of n", the
+time elapsed and an ETA before each), and returns their results keyed
 by attack name (pictures go to `<workdir>/attacks/<name>.png`).
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ from sca_jax.attacks.contract import attack_config
 from sca_jax.attacks.contract import check_leak
 from sca_jax.attacks.inversion_nets import INVERSION_NETS
 from sca_jax.registry import import_members
+from sca_jax.train import format_eta
 
 MODULES = import_members(__name__, __path__)  # each attack registers itself
 
@@ -135,11 +138,25 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
   evaluator = evaluation.get_eval_classifier(
       splits, config.get("eval_classifier", None))
   results = {}
-  for name, cfg in cfgs.items():
+  t0 = time.time()
+  for k, (name, cfg) in enumerate(cfgs.items(), 1):
+    print(_progress(k, len(cfgs), name, time.time() - t0), flush=True)
     attack_key = jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
     results[name] = ATTACKS.get(name).run(cfg, model, splits, evaluator,
                                           workdir, attack_key)
+  print(f"attacks done: {len(cfgs)} in {format_eta(time.time() - t0)}",
+        flush=True)
   return results
+
+
+def _progress(k: int, n: int, name: str, elapsed_s: float) -> str:
+  """`attack k of n: name | elapsed | ETA`; the ETA of the attacks left (this
+  one included) is the finished ones' mean time each: a rough guide, as
+  attacks differ in cost."""
+  line = f"attack {k} of {n}: {name} | elapsed {format_eta(elapsed_s)}"
+  if k > 1:
+    line += f" | ETA {format_eta(elapsed_s / (k - 1) * (n - k + 1))}"
+  return line
 
 
 __all__ = ["ATTACKS", "COMMON_DEFAULTS", "INVERSION_NETS", "MODULES",

@@ -40,6 +40,7 @@ from sca_jax.attacks.contract import (ATTACKS, LEAK_DEFAULTS, AttackSpec,
                                       check_leak, evaluate_reconstructions,
                                       make_represent, query)
 from sca_jax.evaluation import EvalClassifier, batched
+from sca_jax.train import format_eta
 
 LOSSES = ("mse", "bce")
 
@@ -192,10 +193,12 @@ def train_inversion(net: inversion_nets.InversionNet, train: tuple, val: tuple,
     if best is None or rec["val_loss"] < best[1]["val_loss"]:
       best = (state, rec)
     if epoch % int(cfg.log_every) == 0 or epoch == int(cfg.epochs):
-      rate = steps * bs / max(time.time() - t_epoch, 1e-9)
+      now = time.time()
+      rate = steps * bs / max(now - t_epoch, 1e-9)
+      eta = (now - t0) / epoch * (int(cfg.epochs) - epoch)
       print(f"[{tag}] epoch {epoch}/{cfg.epochs} train {train_loss:.5f} "
-            f"val {rec['val_loss']:.5f} val PSNR {rec['val_psnr']:.2f} dB "
-            f"({rate:.0f} img/s)", flush=True)
+            f"val {rec['val_loss']:.5f} val PSNR {rec['val_psnr']:.2f} dB | "
+            f"{rate:.0f} img/s | ETA {format_eta(eta)}", flush=True)
   best_state, best_rec = best
 
   predict = jax.jit(lambda s, rep: nnx.merge(graphdef, s.params, s.rest)(rep))

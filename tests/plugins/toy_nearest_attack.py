@@ -22,7 +22,7 @@ def run(cfg, model, splits, evaluator, workdir, key):
   recon = splits.aux_x[np.argmin(d2, axis=1)]
   scores = contract.evaluate_reconstructions(
       "toy_nearest", cfg, recon, x_true, y_true, splits.aux_x, evaluator,
-      workdir)
+      workdir, aux_y=splits.aux_y)
   return dict(scores, attack="toy_nearest", leak_mean=float(leaked.mean()),
               representations=model.representation_names())
 
