@@ -159,11 +159,13 @@ def faithful_protocol(c: ml_collections.ConfigDict
     reported in results.json (`sparse_layers.*.relative_gap_to_optimum`);
   * 10,000 training images (of the 70% split), 3 epochs, batch 64, Adam
     1e-3 with cosine decay, instead of all of them for 25 epochs of SGD
-    (lr 1e-3, momentum 0.9, weight decay 1e-3, batch 32): one stride-1 SCA
-    target then trains in under 45 minutes on 2 cores;
+    (lr 1e-3, momentum 0.9, weight decay 1e-3, batch 32): 468 steps, an
+    estimated 18-27 min for one stride-1 SCA target on 2 cores at load ~5
+    (measured: 23 s/step, ~3 h, at load 14 on 2 shared cores);
   * 5,000 test and 10,000 auxiliary (attacker) images;
   * MLP inversion networks instead of the authors' transposed-conv net
-    (as strong or stronger on a No-Defense target, 17x faster on CPU);
+    (within 0.2 dB of it on a No-Defense target at equal epochs, 20-30x
+    faster on CPU);
   * the stricter `first_layer` attacker (not a threat model of the paper)
     trains 20 epochs at batch 64 (a 13.6M-parameter MLP on the 28x28x16
     leak);

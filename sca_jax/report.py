@@ -4,7 +4,8 @@
 std (ddof 1), the seeds, a 95% percentile bootstrap interval of the mean
 (10,000 resamples, seeded), and the paired difference to No-Defense over the
 seeds both have, with its own interval. `write_report` writes summary.csv /
-summary.md, the figures and verdict.md (`sca_jax.verdict`'s rule), and can rewrite a README section between
+summary.md, the figures and verdict.md (`sca_jax.verdict`'s rule), and can
+rewrite a README section between
 `<!-- sweep:NAME:begin -->` and `<!-- sweep:NAME:end -->`.
 """
 
@@ -35,7 +36,8 @@ BOOTSTRAP_SEED = 0
 BASELINE_DEFENSE = "no_defense"
 COLUMNS = [*KEY, "n", "mean", "std", "ci_low", "ci_high", "seeds",
            "diff_n", "diff_mean", "diff_ci_low", "diff_ci_high"]
-LEAK_METRICS = ("psnr", "ssim", "attack_accuracy", "reid_pixel", "reid_feature")
+LEAK_METRICS = ("psnr", "ssim", "attack_accuracy", "reid_pixel",
+                "reid_feature")
 
 
 def bootstrap_ci(values: list[float], seed: int = BOOTSTRAP_SEED

@@ -20,7 +20,7 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
 # The threat models whose leaks get a map (docs/threat_models.md).
 THREAT_MODELS = ("end_to_end", "split", "first_layer")

@@ -27,7 +27,7 @@ K = 3.0
 MIN_SEEDS = 3
 BASELINE = "no_defense"
 TRAINED = ("end_to_end", "split", "first_layer")
-# metric -> the floor it is read against (mean image: the attacker's prior).
+# Each is read against its mean-image floor (`<metric>_floor`).
 RULE_METRICS = ("psnr", "ssim", "attack_accuracy", "reid_pixel",
                 "reid_feature")
 

@@ -110,6 +110,7 @@ def test_collect_copies_small_files_of_finished_runs_only(tmp_path):
       "mnist/sca/seed0/results.json", "mnist/sca/seed0/umap_first.png"]
   assert sweep_cells.collect(root, out) == []  # nothing changed
   (done / "results.json").write_text('{"a": 1}')
-  assert sweep_cells.collect(root, out) == [out / "mnist/sca/seed0/results.json"]
+  assert sweep_cells.collect(root, out) == [
+      out / "mnist/sca/seed0/results.json"]
   with pytest.raises(ValueError, match="no such directory"):
     sweep_cells.collect(tmp_path / "absent", out)
