@@ -80,6 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.defense.solver = "fista"
   c.defense.tau = 10.0  # used by solver="lca" only
   c.defense.num_iters = 15
+  # Iterations per sparse layer where they differ (empty: num_iters for all);
+  # e.g. (50, 15): the one-channel image layer converges slower at stride 1.
+  c.defense.layer_num_iters = ()
   c.defense.threshold = "soft_nonneg"
   c.defense.normalize_input = True
   c.defense.remat = False
@@ -114,6 +117,9 @@ def base_config() -> ml_collections.ConfigDict:
     if "net" in c.attack[name]:  # the learned inversions
       c.attack[name].net = "mlp"
   c.eval_classifier = attack_defaults.eval_classifier
+  # 2-D UMAP of each threat model's leak, <workdir>/umap_<leak>.png
+  # (sca_jax.umap_plot; the paper's Figure 6).
+  c.umap = False
   return c
 
 
@@ -213,6 +219,72 @@ def apply_dataset(c: ml_collections.ConfigDict, dataset: str,
     c.defense.arch = "cifar"
     c.defense.features, c.defense.strides = (16, 32), (1, 1)
     c.defense.hidden = (512,)
+
+
+FAITHFUL_LAYER_ITERS = (50, 15)
+
+
+@register_protocol("faithful")
+def faithful_protocol(c: ml_collections.ConfigDict
+                      ) -> ml_collections.ConfigDict:
+  """The paper's targets and threat models at a size 2 CPU cores can train.
+
+  As the paper (Sec. 3-4, Appendix B) and the authors' MNIST script: the
+  architecture (MNIST-type: LCA 1->16 k5, BN, LCA 16->28 k5, BN, linear
+  500, 500, 28, 500, classifier), **stride 1** in every feature layer, the
+  leak points of docs/threat_models.md (`end_to_end`, `split`, and the
+  stricter `first_layer`), lambda per setting (SCA 0.5, Sparse-Standard
+  0.25 on MNIST-type data, via `Defense.defaults`), the learned attackers
+  trained 50 epochs at batch 16 (`attacks.default_config(paper=True)`), and
+  the authors' attack loop replayed (`end_to_end_replay`, `split_replay`).
+
+  Departures (docs/verdict.md gives the measurements behind each):
+  * sparse codes by FISTA on the LCA objective, 50 iterations on the image
+    layer and 15 on the 16->28 layer (`defense.layer_num_iters`), instead of
+    500 steps of LCA dynamics at tau 100: each layer's gap to the optimum is
+    reported in results.json (`sparse_layers.*.relative_gap_to_optimum`);
+  * 10,000 training images (of the 70% split), 3 epochs, batch 64, Adam
+    1e-3 with cosine decay, instead of all of them for 25 epochs of SGD
+    (lr 1e-3, momentum 0.9, weight decay 1e-3, batch 32): 468 steps, an
+    estimated 18-27 min for one stride-1 SCA target on 2 cores at load ~5
+    (measured: 23 s/step, ~3 h, at load 14 on 2 shared cores);
+  * 5,000 test and 10,000 auxiliary (attacker) images;
+  * MLP inversion networks instead of the authors' transposed-conv net
+    (within 0.2 dB of it on a No-Defense target at equal epochs, 20-30x
+    faster on CPU);
+  * the stricter `first_layer` attacker (not a threat model of the paper)
+    trains 20 epochs at batch 64 (a 13.6M-parameter MLP on the 28x28x16
+    leak);
+  * the replayed loop runs 1 epoch instead of 50 (its inversion net never
+    learns, whatever the epochs; at stride 1 each epoch fine-tunes the SCA
+    target through its solver, ~10 min on 2 cores).
+  """
+  c.defense.strides = (1, 1)
+  c.defense.solver = "fista"
+  c.defense.num_iters = FAITHFUL_LAYER_ITERS[-1]
+  c.defense.layer_num_iters = FAITHFUL_LAYER_ITERS
+  c.data.max_train, c.data.max_test, c.data.max_aux = 10_000, 5_000, 10_000
+  c.train.epochs = 3
+  c.train.batch_size = 64
+  # Adam at the paper's 1e-3: at stride 1 the 500-500-28-500 head of the
+  # No-Defense target stays at chance loss with the CPU default's 3e-3.
+  c.train.learning_rate = 1e-3
+  c.train.checkpoint_every = 50
+  c.attacks = ("end_to_end", "split", "first_layer", "end_to_end_replay",
+               "split_replay")
+  c.attack = attacks.default_config(paper=True).attack
+  for name in c.attack:
+    if "net" in c.attack[name]:
+      c.attack[name].net = "mlp"
+  for name in ("end_to_end_replay", "split_replay"):
+    c.attack[name].epochs = 1
+  # The stricter first-layer leak (28x28x16 at stride 1: a 13.6M-parameter
+  # MLP) at the CPU default's 20 epochs and batch 64: at batch 16 it trained
+  # at ~65 img/s on 2 shared cores, 2 hours per cell for 50 epochs.
+  c.attack.first_layer.epochs = 20
+  c.attack.first_layer.batch_size = 64
+  c.umap = True
+  return c
 
 
 def make_config(defense: str = "sca", dataset: str = "mnist",

@@ -196,11 +196,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     from sca_jax import attacks  # pylint: disable=g-import-not-at-top
     attack_results = attacks.run_attacks(config, model, splits, workdir,
                                          attack_key)
+  umap_files = None
+  if config.get("umap", False):  # the paper's Figure 6, per threat model
+    from sca_jax import umap_plot  # pylint: disable=g-import-not-at-top
+    umap_files = umap_plot.write_umaps(config, model, splits, workdir)
   results = results_lib.build(
       config=config, splits=splits, test_accuracy=test_acc,
       train_accuracy=train_acc, data_checks=data_checks, train=train_info,
       sparse_layers=sparse_layers, defense_report=report,
       attacks=attack_results, wall_time_s=time.time() - t_start)
+  if umap_files is not None:
+    results["umap"] = umap_files
   write_json(workdir / "results.json", results)
   print(f"wrote {workdir / 'results.json'}")
   return results

@@ -4,7 +4,8 @@
 std (ddof 1), the seeds, a 95% percentile bootstrap interval of the mean
 (10,000 resamples, seeded), and the paired difference to No-Defense over the
 seeds both have, with its own interval. `write_report` writes summary.csv /
-summary.md and the figures, and can rewrite a README section between
+summary.md, the figures and verdict.md (`sca_jax.verdict`'s rule), and can
+rewrite a README section between
 `<!-- sweep:NAME:begin -->` and `<!-- sweep:NAME:end -->`.
 """
 
@@ -27,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from sca_jax import results as results_lib
+from sca_jax import verdict
 
 KEY = ("dataset", "target", "threat_model", "metric")
 RESAMPLES = 10_000
@@ -34,7 +36,8 @@ BOOTSTRAP_SEED = 0
 BASELINE_DEFENSE = "no_defense"
 COLUMNS = [*KEY, "n", "mean", "std", "ci_low", "ci_high", "seeds",
            "diff_n", "diff_mean", "diff_ci_low", "diff_ci_high"]
-LEAK_METRICS = ("psnr", "ssim", "attack_accuracy", "reidentification")
+LEAK_METRICS = ("psnr", "ssim", "attack_accuracy", "reid_pixel",
+                "reid_feature")
 
 
 def bootstrap_ci(values: list[float], seed: int = BOOTSTRAP_SEED
@@ -190,6 +193,10 @@ def write_report(root: Path, out: Path, readme: Path | str | None = None,
   (out / "summary.md").write_text("\n".join(
       header_lines(f"Sweep {out.name}") + ["", md]) + "\n")
   figures = report_figures.write_figures(rows, summary, out)
+  if any(r["target"] == verdict.BASELINE for r in summary):
+    (out / "verdict.md").write_text("\n".join(header_lines(
+        f"Verdict rule applied to {out.name} (sca_jax.verdict)") + [
+            "", verdict.verdict_markdown(summary)]) + "\n")
   if grids:
     for png in sorted(root.rglob("attacks/*.png")):
       dest = out / "grids" / png.parent.parent.relative_to(root) / png.name

@@ -5,6 +5,7 @@
       --executor=slurm --slurm.partition=gpu --slurm.gpus_per_node=1 \
       --slurm.time=240
   python -m sca_jax.sweep report --root=runs/verdict --out=results/verdict
+  python -m sca_jax.sweep collect --root=runs/verdict --out=results/verdict/cells
 
 Each cell (see `sweep_cells`) is one ordinary run of `python -m sca_jax.main`
 in its own workdir, as a subprocess of a submitit job: a crash or an
@@ -232,8 +233,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
       "(partition, gpus_per_node, cpus_per_task, mem, account, qos, "
       "array_parallelism, ...); --slurm.setup=LINE is repeatable.")
   ap.add_argument("command", nargs="?", default="run",
-                  choices=("run", "report"),
-                  help="run the sweep (default) or only write the report")
+                  choices=("run", "report", "collect"),
+                  help="run the sweep (default), only write the report, or "
+                  "collect finished cells' small files into --out")
   ap.add_argument("--sweep", help="sweep file (sweeps/*.py)")
   ap.add_argument("--root", required=True, help="directory of the cells")
   ap.add_argument("--dry_run", action="store_true",
@@ -271,8 +273,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
       args.slurm[name] = _parse_value(value)
   if args.command == "run" and not args.sweep:
     ap.error("--sweep is required to run a sweep")
-  if args.command == "report" and not args.out:
-    ap.error("report needs --out (e.g. results/verdict)")
+  if args.command in ("report", "collect") and not args.out:
+    ap.error(f"{args.command} needs --out (e.g. results/verdict)")
   return args
 
 
@@ -283,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     from sca_jax import report  # pylint: disable=g-import-not-at-top
     report.write_report(root, Path(args.out), readme=args.readme,
                         section=args.name, grids=args.grids)
+    return 0
+  if args.command == "collect":
+    copied = sweep_cells.collect(root, Path(args.out))
+    print(f"collected {len(copied)} new or changed files into {args.out}")
     return 0
   cells = sweep_cells.expand(sweep_cells.load_sweep(args.sweep))
   if args.dry_run:

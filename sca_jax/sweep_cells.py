@@ -219,3 +219,36 @@ def log_tail(cell: Cell, root: str | Path, lines: int = 15) -> str:
   if not path.exists():
     return "(no log)"
   return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# What `collect` copies of a finished cell: small files only (no checkpoints).
+COLLECT_PATTERNS = (RESULTS_FILE, "config.json", CELL_FILE, STATUS_FILE,
+                    "umap_*.png", "attacks/*.png")
+
+
+def collect(root: str | Path, out: str | Path) -> list[Path]:
+  """Copies each finished run's small files under `root` to `out/<cell>/`.
+
+  A run is finished when it has a results.json; its results, config, cell
+  and status records and pictures are copied (checkpoints are not), so the
+  grid can be reported (`sweep report --root=<out>`) and resumed elsewhere.
+  Returns the files that were new or changed.
+  """
+  root, out = Path(root), Path(out)
+  if not root.is_dir():
+    raise ValueError(f"--root={root}: no such directory")
+  copied = []
+  for results in sorted(root.rglob(RESULTS_FILE)):
+    cell = results.parent
+    if any(part.startswith(".") for part in cell.relative_to(root).parts):
+      continue  # submitit's folders
+    for pattern in COLLECT_PATTERNS:
+      for src in sorted(cell.glob(pattern)):
+        dst = out / src.relative_to(root)
+        data = src.read_bytes()
+        if dst.exists() and dst.read_bytes() == data:
+          continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+        copied.append(dst)
+  return copied

@@ -1,12 +1,14 @@
 """The eight baseline defenses beside No-Defense on MNIST, seeds 0, 1, 2
-(27 cells), each with the standard and its adaptive attacks.
+(27 cells), each with the standard and its adaptive attacks, at the faithful
+protocol (`config_lib.faithful_protocol`; run after sweeps/verdict.py).
 
   python -m sca_jax.sweep --sweep=sweeps/baselines.py --root=runs/baselines
   python -m sca_jax.sweep report --root=runs/baselines --out=results/baselines
 """
 
 # Config spec of every cell; {dataset} and {defense} come from the axes.
-CONFIG = "configs/experiment.py:defense={defense},dataset={dataset}"
+CONFIG = ("configs/experiment.py:defense={defense},dataset={dataset},"
+          "protocol=faithful")
 
 OVERRIDES = {}
 

@@ -1,23 +1,37 @@
 """The verdict grid: does SCA defend? MNIST and Fashion-MNIST; No-Defense,
-SCA at lambda 0.1 / 0.25 / 0.5 and Sparse-Standard; seeds 0, 1, 2 (30 cells).
+SCA at lambda 0.1 / 0.25 / 0.5 and Sparse-Standard; seeds 0, 1, 2 (30
+cells), all at the faithful protocol (`config_lib.faithful_protocol`: stride
+1, the paper's architecture; every threat model, the replayed attack and the
+sparse defenses' adaptive attacks; UMAP maps of the leaks).
 
-  python -m sca_jax.sweep --sweep=sweeps/verdict.py --root=runs/verdict
+  python -m sca_jax.sweep --sweep=sweeps/verdict.py --root=runs/verdict \\
+      --workers=1 --threads_per_cell=2
+  python -m sca_jax.sweep collect --root=runs/verdict --out=results/verdict/cells
   python -m sca_jax.sweep report --root=runs/verdict --out=results/verdict
+
+The cells run in order of priority (docs/verdict.md): MNIST No-Defense and
+SCA lambda 0.5 for all three seeds first (the paired difference needs both,
+the rule needs No-Defense's seed spread), then Fashion-MNIST the same, then
+the other lambdas and Sparse-Standard.
 """
 
 # Config spec of every cell; {dataset} and {defense} come from the axes.
-CONFIG = "configs/experiment.py:defense={defense},dataset={dataset}"
+CONFIG = ("configs/experiment.py:defense={defense},dataset={dataset},"
+          "protocol=faithful")
 
 OVERRIDES = {}  # e.g. {"data.data_dir": "/data"}: every cell
 
-AXES = {
-    "dataset": ["mnist", "fashion_mnist"],
-    "target": [
-        {"name": "no_defense", "defense": "no_defense"},
-        {"name": "sca_lam0.1", "defense": "sca", "defense.lam": 0.1},
-        {"name": "sca_lam0.25", "defense": "sca", "defense.lam": 0.25},
-        {"name": "sca_lam0.5", "defense": "sca", "defense.lam": 0.5},
-        {"name": "sparse_standard", "defense": "sparse_standard"},
-    ],
-    "seed": [0, 1, 2],
-}
+NO_DEFENSE = {"name": "no_defense", "defense": "no_defense"}
+SCA = {lam: {"name": f"sca_lam{lam}", "defense": "sca", "defense.lam": lam}
+       for lam in (0.1, 0.25, 0.5)}
+SPARSE_STANDARD = {"name": "sparse_standard", "defense": "sparse_standard"}
+SEEDS = [0, 1, 2]
+DATASETS = ["mnist", "fashion_mnist"]
+
+AXES = (
+    # 1. The paper's headline comparison, per data set.
+    [{"dataset": [d], "target": [NO_DEFENSE, SCA[0.5]], "seed": SEEDS}
+     for d in DATASETS]
+    # 2. Lambda and the single-sparse-layer target.
+    + [{"dataset": [d], "target": [SCA[0.25], SCA[0.1], SPARSE_STANDARD],
+        "seed": SEEDS} for d in DATASETS])

@@ -81,7 +81,7 @@ def test_bad_config_arguments_fail_clearly(arg, match):
 @pytest.mark.parametrize("kw,match", [
     (dict(defense="nope"), "defense.name"),
     (dict(dataset="imagenet"), "data.name"),
-    (dict(protocol="faithful"), "protocol"),
+    (dict(protocol="nope"), "protocol"),
     (dict(imports=("no_such_module_xyz",)), "config.imports"),
 ])
 def test_unknown_config_values_are_refused_by_field(kw, match):
@@ -140,3 +140,32 @@ def test_every_pair_builds_and_validates_before_compute(dataset, monkeypatch):
       elif have_files:
         c.data.data_dir = str(shared_data_dir())
         validation.validate(c, warn=pytest.fail)
+
+
+@pytest.mark.parametrize("name", ["sca", "sparse_standard", "no_defense"])
+def test_faithful_protocol_builds_the_papers_stride_one_targets(name):
+  c = config_lib.make_config(name, "mnist", "faithful")
+  assert tuple(c.defense.strides) == (1, 1)
+  assert tuple(c.defense.hidden) == (500, 500, 28, 500)
+  assert c.attacks[:5] == ("end_to_end", "split", "first_layer",
+                           "end_to_end_replay", "split_replay")
+  assert c.attacks[5:] == DEFENSES.get(name).adaptive_attacks
+  assert c.attack.end_to_end.epochs == 50 and c.attack.split.net == "mlp"
+  assert c.umap is True
+  attacks.validate(c)
+  c.defense.features = (4, 6)  # small widths: the build is what is checked
+  model = build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))
+  iters = [layer.cfg.num_iters for _, layer in model.sparse_layers()]
+  strides = [layer.cfg.stride for _, layer in model.sparse_layers()]
+  want = {"sca": [50, 15], "sparse_standard": [50], "no_defense": []}[name]
+  assert iters == want and strides == [1] * len(want)
+  _, reps = model(jax.numpy.zeros((2, 28, 28, 1)), train=False)
+  assert reps["first"].shape[1:3] == (28, 28)  # stride 1: no downsampling
+
+
+@pytest.mark.parametrize("bad", [(0, 15), (50, 15, 5), (1.5,)])
+def test_bad_layer_num_iters_is_named(bad):
+  c = config_lib.make_config("sca", "mnist", "faithful")
+  c.defense.layer_num_iters = bad
+  with pytest.raises(ValueError, match="defense.layer_num_iters"):
+    build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))

@@ -76,7 +76,8 @@ def test_write_report_tables_figures_and_readme(tmp_path, monkeypatch):
   report.write_report(tmp_path, out, readme=readme)
   names = sorted(p.name for p in out.iterdir())
   assert names == ["dp_epsilon_mnist_psnr.png", "frontier_mnist_psnr.png",
-                   "lambda_mnist_psnr.png", "summary.csv", "summary.md"]
+                   "lambda_mnist_psnr.png", "summary.csv", "summary.md",
+                   "verdict.md"]
   md = (out / "summary.md").read_text()
   assert "### mnist: split" in md and "| sca_lam0.1 | 19.1 ± 0.1414" in md
   text = readme.read_text()

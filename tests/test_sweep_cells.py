@@ -90,3 +90,27 @@ def test_state_tells_running_from_interrupted(tmp_path):
   assert sweep_cells.state(cell, tmp_path) == "interrupted"
   status.write_text(json.dumps({"state": "failed", "returncode": 1}))
   assert sweep_cells.state(cell, tmp_path) == "failed"
+
+
+def test_collect_copies_small_files_of_finished_runs_only(tmp_path):
+  root, out = tmp_path / "runs", tmp_path / "out"
+  done = root / "mnist" / "sca" / "seed0"
+  (done / "attacks").mkdir(parents=True)
+  (done / "checkpoints").mkdir()
+  (done / "results.json").write_text("{}")
+  (done / "config.json").write_text("{}")
+  (done / "umap_first.png").write_bytes(b"png")
+  (done / "attacks" / "split.png").write_bytes(b"png")
+  (done / "checkpoints" / "big").write_bytes(b"x" * 100)
+  (root / "mnist" / "sca" / "seed1").mkdir()
+  (root / "mnist" / "sca" / "seed1" / "config.json").write_text("{}")
+  copied = sweep_cells.collect(root, out)
+  assert sorted(p.relative_to(out).as_posix() for p in copied) == [
+      "mnist/sca/seed0/attacks/split.png", "mnist/sca/seed0/config.json",
+      "mnist/sca/seed0/results.json", "mnist/sca/seed0/umap_first.png"]
+  assert sweep_cells.collect(root, out) == []  # nothing changed
+  (done / "results.json").write_text('{"a": 1}')
+  assert sweep_cells.collect(root, out) == [
+      out / "mnist/sca/seed0/results.json"]
+  with pytest.raises(ValueError, match="no such directory"):
+    sweep_cells.collect(tmp_path / "absent", out)

@@ -11,12 +11,13 @@ import ml_collections
 
 from sca_jax.defenses import DEFENSES, SPARSE_ADAPTIVE, Defense
 from sca_jax.models import (MODELS, LayerStack, arch, cifar_layers,
-                            lca_config, stack_spec)
+                            lca_config, lca_layer_iters, stack_spec)
 
 
 def check_sparse(cfg: ml_collections.ConfigDict) -> None:
   """The LCA settings of a sparse defense, checked before any compute."""
   lca_config(cfg)
+  lca_layer_iters(cfg, len(cfg.features))
 
 
 @MODELS.register("sca")
@@ -30,7 +31,8 @@ def sca(cfg, image_shape, num_classes, rngs) -> LayerStack:
     for f in cfg.features:
       layers += [f"lca:{f}", "bn"]
   spec = stack_spec(cfg, layers, image_shape, lca=lca_config(cfg),
-                    lca_strides=tuple(cfg.strides))
+                    lca_strides=tuple(cfg.strides),
+                    lca_iters=lca_layer_iters(cfg, len(cfg.features)))
   return LayerStack(spec, image_shape, num_classes, rngs=rngs)
 
 

@@ -44,6 +44,20 @@ def lca_config(cfg: ml_collections.ConfigDict) -> lca.LCAConfig:
     raise ValueError(f"config.defense: {e}") from None
 
 
+def lca_layer_iters(cfg: ml_collections.ConfigDict,
+                    num_sparse: int) -> tuple[int, ...]:
+  """`defense.layer_num_iters`: solver iterations per sparse layer (empty:
+  `num_iters` for every layer), checked against the number of layers."""
+  iters = tuple(cfg.get("layer_num_iters", ()) or ())
+  if len(iters) > num_sparse or not all(
+      isinstance(n, int) and not isinstance(n, bool) and n >= 1
+      for n in iters):
+    raise ValueError(
+        f"config.defense.layer_num_iters={iters!r}: allowed: () or up to "
+        f"{num_sparse} ints >= 1, one per sparse layer")
+  return iters
+
+
 def stack_spec(cfg: ml_collections.ConfigDict, layers, image_shape,
                options: dict[str, Any] | None = None, **kw) -> StackSpec:
   """A `StackSpec` with the config's widths and the data set's normalisation;

@@ -70,6 +70,7 @@ class StackSpec:
   kernel: int = 5
   lca: lca.LCAConfig = lca.LCAConfig()
   lca_strides: tuple[int, ...] = ()  # per sparse layer; default cfg.stride
+  lca_iters: tuple[int, ...] = ()    # per sparse layer; default num_iters
   conv_stride: int = 1
   input_mean: float = 0.0            # normalisation applied inside the model
   input_std: float = 1.0
@@ -142,7 +143,10 @@ def _build_lca(ctx: BuildContext):
   spec = ctx.spec
   stride = (spec.lca_strides[ctx.num_sparse]
             if ctx.num_sparse < len(spec.lca_strides) else spec.lca.stride)
-  cfg = dataclasses.replace(spec.lca, stride=stride)
+  num_iters = (spec.lca_iters[ctx.num_sparse]
+               if ctx.num_sparse < len(spec.lca_iters)
+               else spec.lca.num_iters)
+  cfg = dataclasses.replace(spec.lca, stride=stride, num_iters=num_iters)
   module = SparseCoding(c, ctx.arg, cfg, spec.kernel, rngs=ctx.rngs)
   return module, (-(-h // stride), -(-w // stride), ctx.arg)
 
