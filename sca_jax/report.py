@@ -22,11 +22,12 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import stats
 
+from sca_jax import machine
 from sca_jax import results as results_lib
 from sca_jax import verdict
 
@@ -97,11 +98,19 @@ def _fmt(v: Any) -> str:
   return "-" if v is None or v == "" else str(v)
 
 
+def _command() -> str:
+  """This process's command line, as a user would type it."""
+  argv = list(sys.argv)
+  if argv and argv[0].endswith(os.path.join("sca_jax", "sweep.py")):
+    argv[0] = "-m sca_jax.sweep"  # run as `python -m sca_jax.sweep`
+  return "python " + " ".join(argv[:1] + [shlex.quote(a) for a in argv[1:]])
+
+
 def header_lines(title: str) -> list[str]:
   """Title, the command that wrote it, machine and date."""
   return [f"# {title}", "",
-          f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
-          f"- machine: {platform.platform()}, {platform.processor() or '?'}",
+          f"- command: `{_command()}`",
+          f"- machine: {platform.platform()}, {machine.cpu_model()}",
           "- date: " + datetime.datetime.now(datetime.timezone.utc).strftime(
               "%Y-%m-%d %H:%M UTC")]
 
@@ -127,45 +136,71 @@ def write_table(rows: list[dict[str, Any]], columns: list[str], out: Path,
                                     + "\n")
 
 
+_FLOOR = re.compile(r"^(?P<metric>.+?)_floor(?:_(?P<name>.+))?$")
+
+
+def _cell_text(r: dict[str, Any] | None, diff: bool = True) -> str:
+  """`mean ± std [ci] (n)` and, below, the paired difference to No-Defense."""
+  if r is None:
+    return ""
+  s = _fmt(r["mean"])
+  if r["n"] > 1:
+    s += (f" ± {_fmt(r['std'])} [{_fmt(r['ci_low'])}, "
+          f"{_fmt(r['ci_high'])}] (n={r['n']})")
+  if diff and r.get("diff_n"):
+    s += f"<br>Δ {_fmt(r['diff_mean'])}"
+    if r["diff_n"] > 1:
+      s += f" [{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}]"
+  return s
+
+
+def _table(first: str, rows: list[str], metrics: list[str],
+           text: Callable[[str, str], str]) -> list[str]:
+  return (["| " + first + " | " + " | ".join(metrics) + " |",
+           "|---|" + "---|" * len(metrics)]
+          + [f"| {row} | " + " | ".join(text(row, m) for m in metrics) + " |"
+             for row in rows] + [""])
+
+
 def summary_markdown(summary: list[dict[str, Any]]) -> str:
-  """Per data set and threat model: targets x metrics, each cell
-  `mean ± std [ci] (n)` and, below, the paired difference to No-Defense."""
+  """Per data set and threat model: targets x leak metrics, each cell
+  `mean ± std [ci] (n)` with the paired difference to No-Defense below; then
+  the trivial attackers (floors) x the same metrics. Floors depend on the
+  data, split and judge, not on the target: they are shown once, from the
+  No-Defense target (or the first one)."""
   lines = []
   key = lambda r: (r["dataset"], r["threat_model"] != results_lib.TARGET,
                    r["threat_model"])
   for (dataset, _, threat), group in itertools.groupby(
       sorted(summary, key=key), key=key):
     group = list(group)
-    metrics = list(dict.fromkeys(r["metric"] for r in group))
-    targets = list(dict.fromkeys(r["target"] for r in group))
     cell = {(r["target"], r["metric"]): r for r in group}
-    lines += [f"### {dataset}: {threat}", "",
-              "| target | " + " | ".join(metrics) + " |",
-              "|---|" + "---|" * len(metrics)]
-    for t in targets:
-      entries = []
-      for m in metrics:
-        r = cell.get((t, m))
-        if r is None:
-          entries.append("")
-          continue
-        s = _fmt(r["mean"])
-        if r["n"] > 1:
-          s += (f" ± {_fmt(r['std'])} [{_fmt(r['ci_low'])}, "
-                f"{_fmt(r['ci_high'])}] (n={r['n']})")
-        if r.get("diff_n"):
-          s += f"<br>Δ {_fmt(r['diff_mean'])}"
-          if r["diff_n"] > 1:
-            s += f" [{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}]"
-        entries.append(s)
-      lines.append(f"| {t} | " + " | ".join(entries) + " |")
-    lines.append("")
+    targets = list(dict.fromkeys(r["target"] for r in group))
+    metrics = [m for m in dict.fromkeys(r["metric"] for r in group)
+               if not _FLOOR.match(m)]
+    lines += [f"### {dataset}: {threat}", ""]
+    lines += _table("target", targets, metrics,
+                    lambda t, m: _cell_text(cell.get((t, m))))
+    floors = {}
+    for m in dict.fromkeys(r["metric"] for r in group):
+      match = _FLOOR.match(m)
+      if match:
+        floors.setdefault(match["name"] or "mean_image", {})[
+            match["metric"]] = m
+    if floors:
+      ref = verdict.BASELINE if verdict.BASELINE in targets else targets[0]
+      lines += [f"Floors (trivial attackers; from {ref}):", ""]
+      lines += _table("floor", list(floors), metrics, lambda f, m: _cell_text(
+          cell.get((ref, floors[f].get(m, ""))), diff=False))
   lines.append(
       "mean ± std over seeds [95% bootstrap interval of the mean, "
       f"{RESAMPLES:,} resamples] (n seeds); Δ: paired difference to "
       "No-Defense over the seeds both have, with its interval. PSNR, SSIM, "
-      "attack accuracy: lower is a better defense; FID: higher is. "
-      "`*_floor`: a trivial attacker answering the mean auxiliary image.")
+      "attack accuracy, re-identification (reid_*, share of reconstructions "
+      "whose nearest original is their own): lower is a better defense; "
+      "FID: higher is. Floors: the mean auxiliary image, the class-mean "
+      "auxiliary image, and the retrieval oracle (the nearest same-class "
+      "auxiliary image to the true one).")
   return "\n".join(lines)
 
 
@@ -204,8 +239,8 @@ def write_report(root: Path, out: Path, readme: Path | str | None = None,
       shutil.copy2(png, dest)
   if readme:
     base = Path(readme).parent  # image links relative to the README
-    images = "\n".join(
-        f"![{p.stem}]({Path(os.path.relpath(p, base)).as_posix()})"
+    images = "Figures: " + ", ".join(
+        f"[{p.stem}]({Path(os.path.relpath(p, base)).as_posix()})"
         for p in figures)
     rewrite_section(Path(readme), section or out.name, md + "\n\n" + images)
   print(f"wrote {out}/summary.csv, summary.md and {len(figures)} figures")

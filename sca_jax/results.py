@@ -29,11 +29,11 @@ directory below the root, less data set and seed parts, or the defense.
 from __future__ import annotations
 
 import json
-import platform
 import re
 from pathlib import Path
 from typing import Any
 
+from sca_jax import machine
 from sca_jax import sweep_cells
 
 SCALAR_METRICS = ("fid",)  # metrics recorded as a bare number
@@ -62,8 +62,7 @@ def build(*, config: Any, splits: Any, test_accuracy: float,
       "data_checks": data_checks,
       "train": train,
       "sparse_layers": sparse_layers,
-      "machine": {"platform": platform.platform(),
-                  "processor": platform.processor(),
+      "machine": {**machine.describe(),
                   "devices": [str(d) for d in jax.devices()],
                   "jax": jax.__version__},
       **defense_report,

@@ -82,4 +82,4 @@ def test_write_report_tables_figures_and_readme(tmp_path, monkeypatch):
   assert "### mnist: split" in md and "| sca_lam0.1 | 19.1 ± 0.1414" in md
   text = readme.read_text()
   assert "### mnist: target" in text
-  assert "![frontier_mnist_psnr](results/demo/frontier_mnist_psnr.png)" in text
+  assert "[frontier_mnist_psnr](results/demo/frontier_mnist_psnr.png)" in text

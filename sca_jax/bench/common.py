@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from sca_jax.machine import cpu_model  # noqa: F401  (re-exported)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 SCRIPT = os.path.join(REPO, "scripts", "bench_lca.py")  # workers' entry point
@@ -90,18 +92,6 @@ def _rate(seconds: list[float], n: int) -> dict:
   return {"ms_per_iter_min": 1e3 * best / n, "ms_per_iter_median": 1e3 * med / n,
           "iters_per_s": n / best, "seconds": seconds}
 
-
-
-def cpu_model() -> str:
-  """The CPU's model name (lscpu's), or the platform's processor string."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 def meta() -> dict:

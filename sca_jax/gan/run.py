@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from flax import nnx
 from sca_jax import config_lib
 from sca_jax import evaluation
 from sca_jax import generator as gen_lib
+from sca_jax import machine
 from sca_jax.convert import stylegan
 from sca_jax.data import make_splits
 from sca_jax.gan import quality
@@ -95,7 +95,7 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
   meta = dict(dataset=dataset, split="aux", split_seed=split_seed,
               num_train_images=len(train_x), holdout=holdout,
               fid_features=classifier.name, center_crop=crop,
-              config=dataclasses.asdict(cfg), cpu=_cpu_model(),
+              config=dataclasses.asdict(cfg), cpu=f"{machine.cpu_model()} x{os.cpu_count()}",
               reference=reference)
   (out / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
 
@@ -133,16 +133,6 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
                           log=lambda s: print(s, flush=True))
   print(f"saved generator at step {step} to {out}", flush=True)
   return dict(step=step, out=str(out))
-
-
-def _cpu_model() -> str:
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-  except OSError:
-    pass
-  return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
 def export_summary(out: Path, dest: Path, prefix: str) -> Path:
