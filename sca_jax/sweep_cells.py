@@ -186,9 +186,33 @@ def is_finished(cell: Cell, root: str | Path) -> bool:
   try:
     saved = json.loads(path.read_text()).get("config")
     config = load_config(cell.config, cell.overrides)
+    from sca_jax import config_lib  # pylint: disable=g-import-not-at-top
+    base = _as_json(config_lib.base_config().to_dict())
   except Exception:  # pylint: disable=broad-except
     return False
-  return saved == _as_json(config.to_dict())
+  return same_config(saved, _as_json(config.to_dict()), base)
+
+
+def same_config(saved: Any, built: Any, base: Any) -> bool:
+  """`saved` (a results.json's config) is what `built` would run.
+
+  A field added to the code after the run (absent from `saved`) still
+  matches when the cell sets it to the base config's default, the value
+  that keeps the earlier behaviour: a new option does not invalidate every
+  finished cell, and any other value means a different experiment.
+  """
+  if not (isinstance(saved, dict) and isinstance(built, dict)):
+    return saved == built
+  if set(saved) - set(built):
+    return False  # a field that no longer exists: another experiment
+  base = base if isinstance(base, dict) else {}
+  for key, value in built.items():
+    if key not in saved:
+      if key not in base or value != base[key]:
+        return False
+    elif not same_config(saved[key], value, base.get(key)):
+      return False
+  return True
 
 
 def state(cell: Cell, root: str | Path) -> str:

@@ -67,6 +67,15 @@ def test_finished_only_for_results_of_the_same_config(tmp_path, monkeypatch):
   results = cell.workdir(tmp_path) / "results.json"
   results.write_text(json.dumps({"config": config.to_dict()}))
   assert sweep_cells.is_finished(cell, tmp_path)
+  # A field the code gained after the run: at its base default the results
+  # still count, at any other value they are another experiment's.
+  saved = config.to_dict()
+  del saved["data"]["image_size"]
+  results.write_text(json.dumps({"config": saved}))
+  assert sweep_cells.is_finished(cell, tmp_path)
+  del saved["defense"]["lam"]
+  results.write_text(json.dumps({"config": saved}))
+  assert not sweep_cells.is_finished(cell, tmp_path)
   config.defense.lam = 0.5  # results of another experiment: rerun
   results.write_text(json.dumps({"config": config.to_dict()}))
   assert not sweep_cells.is_finished(cell, tmp_path)
