@@ -245,9 +245,9 @@ def faithful_protocol(c: ml_collections.ConfigDict
     reported in results.json (`sparse_layers.*.relative_gap_to_optimum`);
   * 10,000 training images (of the 70% split), 3 epochs, batch 64, Adam
     1e-3 with cosine decay, instead of all of them for 25 epochs of SGD
-    (lr 1e-3, momentum 0.9, weight decay 1e-3, batch 32): 468 steps, an
-    estimated 18-27 min for one stride-1 SCA target on 2 cores at load ~5
-    (measured: 23 s/step, ~3 h, at load 14 on 2 shared cores);
+    (lr 1e-3, momentum 0.9, weight decay 1e-3, batch 32): 468 steps of
+    2.37 s for one stride-1 SCA target, 18.5 min on 2 cores at load 1.7
+    (23 s/step, ~3 h, at load 14 on 2 cores shared with other jobs);
   * 5,000 test and 10,000 auxiliary (attacker) images;
   * MLP inversion networks instead of the authors' transposed-conv net,
     20-30x faster on CPU; NOT shown at least as strong: on a No-Defense

@@ -81,7 +81,7 @@ def test_bad_config_arguments_fail_clearly(arg, match):
 @pytest.mark.parametrize("kw,match", [
     (dict(defense="nope"), "defense.name"),
     (dict(dataset="imagenet"), "data.name"),
-    (dict(protocol="nope"), "protocol"),
+    (dict(protocol="no_such_protocol"), "protocol"),
     (dict(imports=("no_such_module_xyz",)), "config.imports"),
 ])
 def test_unknown_config_values_are_refused_by_field(kw, match):

@@ -46,8 +46,8 @@ def _out_of_range(path, kind, value):
   if kind is tuple:  # same length, first entry negative
     if path == "imports":  # plug-in modules: one that does not exist
       return [("no_such_plugin_module",)]
-    if not value:  # an empty default (e.g. per-layer settings): one negative
-      return [(-1,)]
+    if not value:  # an empty default (e.g. defense.layer_num_iters)
+      return [(0,)]
     return [("nope",)] if path == "attacks" else [
         (type(value[0])(-1),) + tuple(value[1:])]
   raise AssertionError(f"no out-of-range value for {path} ({kind})")
