@@ -215,6 +215,16 @@ def train_inversion(net: inversion_nets.InversionNet, train: tuple, val: tuple,
   return reconstruct, info
 
 
+def build_net(name: str, cfg: ml_collections.ConfigDict,
+              rep_shape: tuple[int, ...], image_shape: tuple[int, int, int],
+              key: jax.Array) -> inversion_nets.InversionNet:
+  """The attack's inversion network (`cfg.net`, `cfg.net_args`) from a leak
+  of `rep_shape` to images of `image_shape`."""
+  return inversion_nets.build_inversion_net(
+      cfg.net, rep_shape, image_shape, dict(cfg.net_args), nnx.Rngs(key),
+      field=f"attack.{name}.net")
+
+
 def run_inversion_attack(name: str, cfg: ml_collections.ConfigDict,
                          model: nnx.Module, splits, evaluator: EvalClassifier,
                          workdir: str | Path, key: jax.Array
@@ -234,9 +244,7 @@ def run_inversion_attack(name: str, cfg: ml_collections.ConfigDict,
   perm = np.asarray(jax.random.permutation(k_split, n_aux))
   tr, va = perm[n_val:], perm[:n_val]
   norm = standardizer(aux_reps[tr])
-  net = inversion_nets.build_inversion_net(
-      cfg.net, rep_shape, splits.image_shape, dict(cfg.net_args),
-      nnx.Rngs(k_init), field=f"attack.{name}.net")
+  net = build_net(name, cfg, rep_shape, splits.image_shape, k_init)
   print(f"[{name}] leak {cfg.leak} {rep_shape}, net {cfg.net} "
         f"({inversion_nets.count_params(net):,} params), aux train "
         f"{len(tr)} / val {len(va)}", flush=True)

@@ -167,9 +167,7 @@ def run_replay(name: str, cfg: ml_collections.ConfigDict, model: nnx.Module,
   bs_eval = int(cfg.eval_batch_size)
   rep_shape = tuple(contract.make_represent(model, cfg.leak)(
       splits.aux_x[:1], k_target).shape[1:])
-  net = inversion_nets.build_inversion_net(
-      cfg.net, rep_shape, splits.image_shape, dict(cfg.net_args),
-      nnx.Rngs(k_init), field=f"attack.{name}.net")
+  net = inversion.build_net(name, cfg, rep_shape, splits.image_shape, k_init)
   print(f"[{name}] the authors' loop: leak {cfg.leak} {rep_shape}, net "
         f"{cfg.net} ({inversion_nets.count_params(net):,} params, never "
         f"trained), {len(splits.aux_x)} auxiliary images", flush=True)
