@@ -113,7 +113,11 @@ class Progress:
     if self.durations:
       mean = sum(self.durations) / len(self.durations)
       secs = mean * (left + self.running / 2) / max(1, self.workers)
-      eta = time.strftime("%H:%M:%S", time.gmtime(secs))
+      # A duration, then the clock time it ends: grids outlast a day.
+      m, sec = divmod(int(secs), 60)
+      h, m = divmod(m, 60)
+      left_str = f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
+      eta = f"{left_str} (at {time.strftime('%a %H:%M', time.localtime(time.time() + secs))})"
     return (f"[sweep {time.strftime('%H:%M:%S')}] done {self.done} "
             f"(+{self.skipped} earlier) / running {self.running} / failed "
             f"{self.failed} / left {left} of {self.total}; ETA {eta}")

@@ -10,8 +10,8 @@ sparse defenses' adaptive attacks; UMAP maps of the leaks).
   python -m sca_jax.sweep report --root=runs/verdict --out=results/verdict
 
 The cells run in order of priority (docs/verdict.md): MNIST No-Defense and
-SCA lambda 0.5 for all three seeds first (the paired difference needs both,
-the rule needs No-Defense's seed spread), then Fashion-MNIST the same, then
+SCA lambda 0.5, seed by seed (the paired difference needs both, the rule
+needs No-Defense's seed spread), then Fashion-MNIST the same, then
 the other lambdas and Sparse-Standard.
 """
 
@@ -30,8 +30,10 @@ DATASETS = ["mnist", "fashion_mnist"]
 
 AXES = (
     # 1. The paper's headline comparison, per data set.
-    [{"dataset": [d], "target": [NO_DEFENSE, SCA[0.5]], "seed": SEEDS}
-     for d in DATASETS]
+    # One group per seed, so each seed's pair lands together: the first SCA
+    # cell follows the first No-Defense cell instead of waiting for all three.
+    [{"dataset": [d], "target": [NO_DEFENSE, SCA[0.5]], "seed": [s]}
+     for d in DATASETS for s in SEEDS]
     # 2. Lambda and the single-sparse-layer target.
     + [{"dataset": [d], "target": [SCA[0.25], SCA[0.1], SPARSE_STANDARD],
         "seed": SEEDS} for d in DATASETS])

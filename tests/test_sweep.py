@@ -155,4 +155,6 @@ def test_progress_line_counts_and_eta():
   p.durations = [60.0, 120.0]  # mean 90 s; 2 left + 2 running / 2 on 2
   line = p.line()
   assert "done 3 (+2 earlier) / running 2 / failed 1 / left 2 of 10" in line
-  assert line.endswith("ETA 00:02:15")
+  assert "ETA 2m15s (at " in line
+  p.durations = [3600.0 * 30]  # longer than a day: no wrap-around
+  assert "ETA 45h00m (at " in p.line()  # 30 h x 3 cells / 2 workers
