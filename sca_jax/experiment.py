@@ -48,6 +48,9 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   d = config.to_dict()
   fp = {k: d[k] for k in _TRAINING_FIELDS}
   fp["data"] = {k: v for k, v in fp["data"].items() if k != "data_dir"}
+  # How the solver convolves (direct or FFT) computes the same maps: a run
+  # may resume under the other one.
+  fp["defense"] = {k: v for k, v in fp["defense"].items() if k != "conv"}
   fp["train"] = {k: d["train"].get(k) for k in _TRAIN_FIELDS}
   return json.loads(json.dumps(fp, default=str))
 

@@ -171,9 +171,13 @@ def _check_ranges(config: ml_collections.ConfigDict,
   _at_least("defense.num_iters", d.num_iters, 1)
   _at_least("defense.hebbian_lr", d.get("hebbian_lr", 0.0), 0)
   for field, allowed in (("solver", lca.SOLVERS),
-                         ("threshold", lca.THRESHOLDS)):
+                         ("threshold", lca.THRESHOLDS), ("conv", lca.CONVS)):
     if d.get(field, allowed[0]) not in allowed:
       _fail(f"defense.{field}", d[field], f"allowed: {allowed}")
+  if d.get("conv") == "fft" and any(int(s) != 1 for s in d.strides):
+    _fail("defense.conv", d.conv, f"'fft' needs stride 1 in every sparse "
+          f"layer, but defense.strides={tuple(d.strides)}; 'auto' uses it "
+          "where it applies")
   defense = DEFENSES.get(d.name, field="defense.name")
   if defense.check is not None:  # e.g. the LCA settings of sparse defenses
     defense.check(with_defaults(d))

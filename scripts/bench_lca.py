@@ -66,6 +66,7 @@ from sca_jax.bench.common import KERNEL, LAM, SHAPES, TAU, loadavg, meta
 # unconverged 15-step solve, CG capped at 10 and 30 iterations.
 TRAIN_STEP_VARIANTS = {
     "unrolled": {},
+    "fft_auto": {"conv": "auto"},
     "implicit_cg10": {"grad": "implicit", "cg_iters": 10},
     "implicit_cg30": {"grad": "implicit", "cg_iters": 30, "cg_tol": 1e-4},
 }
@@ -77,6 +78,12 @@ def parse_args(argv=None):
                                                 "bench_lca.json"))
   p.add_argument("--data-dir", default=os.environ.get(
       "SCA_JAX_DATA_DIR", "/work/shared/data"))
+  p.add_argument("--conv", default="direct", choices=("direct", "fft", "auto"),
+                 help="the sparse layers' LCAConfig.conv in the train_step "
+                      "section")
+  p.add_argument("--variants", default=",".join(TRAIN_STEP_VARIANTS),
+                 help="comma-separated train_step_ab variants (the first is "
+                      f"the reference) of {sorted(TRAIN_STEP_VARIANTS)}")
   p.add_argument("--parts",
                  default="forward,gradient,convergence,lcapt,train_step",
                  help="comma-separated sections to run")
@@ -114,6 +121,11 @@ def parse_args(argv=None):
   p.add_argument("--worker-out", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   args.parts = [s for s in args.parts.split(",") if s]
+  args.variants = [s for s in args.variants.split(",") if s]
+  unknown = sorted(set(args.variants) - set(TRAIN_STEP_VARIANTS))
+  if unknown:  # before any compute
+    raise SystemExit(f"--variants: unknown {unknown}; allowed: "
+                     f"{sorted(TRAIN_STEP_VARIANTS)}")
   args.grad_modes = [s for s in args.grad_modes.split(",") if s]
   args.grad_solvers = [s for s in args.grad_solvers.split(",") if s]
   for name in args.grad_solvers:
@@ -163,12 +175,13 @@ def main(argv=None):
   if "train_step" in args.parts:
     # Imports jax: not at the top, where the lcapt worker (torch) runs.
     from sca_jax.bench import train_step
-    report["train_step"] = train_step.bench_train_step(args.batch,
-                                                       args.repeats)
+    report["train_step"] = train_step.bench_train_step(
+        args.batch, args.repeats, conv=args.conv)
   if "train_step_ab" in args.parts:
     from sca_jax.bench import train_step
     report["train_step_ab"] = train_step.compare_solver_settings(
-        TRAIN_STEP_VARIANTS, args.batch, args.repeats)
+        {n: TRAIN_STEP_VARIANTS[n] for n in args.variants}, args.batch,
+        args.repeats)
   report["meta"]["loadavg_end"] = loadavg()
   save()
   print(f"wrote {args.out}")

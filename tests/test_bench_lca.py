@@ -123,3 +123,10 @@ def test_profile_categories_and_hlo_names():
       "forward/decode/outside_loop")
   assert profile.category("jit(f)/add") == (
       "forward/elementwise_copy_etc/outside_loop")
+  # The FFT path (LCAConfig.conv="fft"): transforms and per-frequency products.
+  assert profile.category(
+      "jit(f)/transpose(jvp(jit(solve)))/while/body/closed_call/jit(fft)/fft"
+  ) == "backward/fft/in_loop"
+  assert profile.category(
+      "jit(f)/jvp(jit(solve))/while/body/closed_call/dot_general") == (
+          "forward/spectral_product/in_loop")

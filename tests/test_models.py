@@ -57,3 +57,14 @@ def test_bad_model_settings_fail_clearly():
     _model("sca", lam=-1.0)
   with pytest.raises(ValueError, match="threshold"):
     _model("sca", threshold="median")
+
+
+def test_fft_convolutions_give_the_same_model_outputs():
+  x = jax.random.uniform(jax.random.key(3), (2, 28, 28, 1))
+  logits = {}
+  for conv in ("direct", "auto"):
+    model = _model("sca", strides=(1, 1), features=(4, 16), conv=conv)
+    assert all(l.cfg.conv == conv for _, l in model.sparse_layers())
+    logits[conv] = model(x, train=False)[0]
+  np.testing.assert_allclose(logits["auto"], logits["direct"], rtol=1e-4,
+                             atol=1e-4)

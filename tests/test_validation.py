@@ -64,7 +64,8 @@ def _cases():
   cases += [("defense.kernel", 64), ("defense.kernel", 0),
             ("train.learning_rate", math.inf), ("train.learning_rate", 0.0),
             ("train.num_devices", 10_000), ("seed", 2**40),
-            ("attack.split.leak", "layer9_lca")]
+            ("attack.split.leak", "layer9_lca"),
+            ("defense.conv", "fft")]  # the default strides are 2
   return cases
 
 

@@ -40,6 +40,8 @@ def category(op_name: str) -> str:
   Backward ops carry `transpose(` in their name. The sparse layers'
   convolutions are named after the jitted helpers (`_conv`, `_conv_t`);
   a convolution in the backward pass outside them is a dictionary gradient.
+  FFTs (`LCAConfig.conv="fft"`) and the matrix products of the FFT path are
+  their own kinds.
   """
   phase = "backward" if "transpose(" in op_name else "forward"
   last = op_name.rsplit("/", 1)[-1]
@@ -51,6 +53,10 @@ def category(op_name: str) -> str:
     kind = "encode"
   elif last == "conv_general_dilated" and phase == "backward":
     kind = "dictionary_grad"
+  elif last == "fft":
+    kind = "fft"
+  elif last == "dot_general" and "/while/" in op_name:
+    kind = "spectral_product"  # in the solver loop, outside _conv(_t)
   elif last in ("conv_general_dilated", "dot_general"):
     kind = "other_matmul"
   else:

@@ -33,7 +33,8 @@ gradients, thresholds, objective), `dynamics` (the solve), `fista`,
 `gradients` (remat schedules, implicit gradient), `dictionary`.
 """
 
-from sca_jax.lca.config import GRADS, SOLVERS, THRESHOLDS, LCAConfig, LCAResult
+from sca_jax.lca.config import (CONVS, GRADS, SOLVERS, THRESHOLDS, LCAConfig,
+                                LCAResult)
 from sca_jax.lca.dictionary import (hebbian_update, init_dictionary,
                                     normalize_dictionary)
 from sca_jax.lca.dynamics import solve
@@ -41,7 +42,7 @@ from sca_jax.lca.fista import lipschitz
 from sca_jax.lca.ops import (decode, encode, kkt_residual, normalize_input,
                              objective, same_padding, threshold)
 
-__all__ = ["GRADS", "SOLVERS", "THRESHOLDS", "LCAConfig", "LCAResult",
+__all__ = ["CONVS", "GRADS", "SOLVERS", "THRESHOLDS", "LCAConfig", "LCAResult",
            "decode", "encode", "hebbian_update", "init_dictionary",
            "kkt_residual", "lipschitz", "normalize_dictionary",
            "normalize_input", "objective", "same_padding", "solve",

@@ -10,6 +10,7 @@ import jax
 THRESHOLDS = ("soft_nonneg", "soft", "hard")
 SOLVERS = ("lca", "fista")
 GRADS = ("unrolled", "remat_chunked", "implicit")
+CONVS = ("direct", "fft", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,10 @@ class LCAConfig:
   `cg_tol`): it matches the unrolled gradient only once the solve has
   converged, codes and active set, not just the objective (see
   `kkt_residual` and `_solve_implicit_bwd`).
+  `conv` picks how decode/encode are computed inside the solve: "direct"
+  convolutions, "fft" (stride 1 only: per-frequency products, see
+  `spectral`; the same maps to float32 rounding), or "auto" (FFT at stride
+  1 where the channel product makes it pay, `spectral.worth_it`).
   `fista_restart` resets FISTA's momentum per sample when it points uphill
   (O'Donoghue & Candes 2015): same fixed point, faster final convergence.
   """
@@ -44,6 +49,7 @@ class LCAConfig:
   remat_levels: int = 2
   cg_iters: int = 200
   cg_tol: float = 1e-6
+  conv: str = "direct"
 
   def __post_init__(self):
     if not self.lam >= 0:
@@ -65,6 +71,10 @@ class LCAConfig:
     if int(self.cg_iters) < 1 or not self.cg_tol > 0:
       raise ValueError(f"cg_iters must be >= 1 and cg_tol > 0, got "
                        f"{self.cg_iters}, {self.cg_tol}")
+    if self.conv not in CONVS:
+      raise ValueError(f"conv must be one of {CONVS}, got {self.conv!r}")
+    if self.conv == "fft" and int(self.stride) != 1:
+      raise ValueError(f"conv 'fft' needs stride 1, got {self.stride}")
     if self.threshold not in THRESHOLDS:
       raise ValueError(
           f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")

@@ -10,8 +10,8 @@ from jax import lax
 from sca_jax.lca import fista
 from sca_jax.lca.config import LCAConfig, LCAResult
 from sca_jax.lca.gradients import implicit_vjp, scan
-from sca_jax.lca.ops import (decode, encode, normalize_input, threshold,
-                             trace_stats, zero_codes)
+from sca_jax.lca.ops import normalize_input, threshold, trace_stats, zero_codes
+from sca_jax.lca.spectral import operators
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "return_trace"))
@@ -46,11 +46,13 @@ def iterate(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
   hw = x_BHWC.shape[1:3]
   s, lam, eta = cfg.stride, cfg.lam, 1.0 / cfg.tau
 
+  dec, enc = operators(D_KKCF, hw, s, cfg.conv)
+
   def step(u, _):
     a = threshold(u, lam, cfg.threshold)
-    resid = x_BHWC - decode(a, D_KKCF, s, hw)
+    resid = x_BHWC - dec(a)
     # b - (D^T D - I) a == D^T (x - D a) + a.
-    u_new = u + eta * (encode(resid, D_KKCF, s) - u + a)
+    u_new = u + eta * (enc(resid) - u + a)
     return u_new, (trace_stats(resid, a, lam) if return_trace else None)
 
   u, trace = scan(step, zero_codes(x_BHWC, D_KKCF, s), cfg.num_iters, cfg)

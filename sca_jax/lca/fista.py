@@ -9,6 +9,7 @@ from jax import lax
 from sca_jax.lca.config import LCAConfig
 from sca_jax.lca.gradients import scan
 from sca_jax.lca.ops import decode, encode, threshold, trace_stats, zero_codes
+from sca_jax.lca.spectral import operators
 
 
 def lipschitz(D_KKCF: jax.Array, hw: tuple[int, int], stride: int = 1,
@@ -37,11 +38,11 @@ def iterate_fista(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
   s = cfg.stride
   step = 1.0 / lax.stop_gradient(lipschitz(D_KKCF, hw, s))
   lam_step = cfg.lam * step
+  dec, enc = operators(D_KKCF, hw, s, cfg.conv)
 
   def body(carry):
     a, z, t = carry
-    resid = x_BHWC - decode(z, D_KKCF, s, hw)
-    u = z + step * encode(resid, D_KKCF, s)
+    u = z + step * enc(x_BHWC - dec(z))
     a_new = threshold(u, lam_step, cfg.threshold)
     if cfg.fista_restart:
       # Gradient restart (O'Donoghue & Candes 2015), per sample: when the
@@ -54,7 +55,7 @@ def iterate_fista(x_BHWC, D_KKCF, cfg: LCAConfig, return_trace: bool):
     z_new = a_new + ((t - 1.0) / t_new) * (a_new - a)
     trace = None
     if return_trace:  # of the new codes: one more decode, only when traced
-      trace = trace_stats(x_BHWC - decode(a_new, D_KKCF, s, hw), a_new, cfg.lam)
+      trace = trace_stats(x_BHWC - dec(a_new), a_new, cfg.lam)
     return (a_new, z_new, t_new), u, trace
 
   def scan_body(carry, _):

@@ -39,7 +39,7 @@ def lca_config(cfg: ml_collections.ConfigDict) -> lca.LCAConfig:
         stride=1, threshold=cfg.get("threshold", "soft_nonneg"),
         normalize_input=bool(cfg.get("normalize_input", True)),
         remat=bool(cfg.get("remat", False)),
-        solver=cfg.get("solver", "lca"))
+        solver=cfg.get("solver", "lca"), conv=cfg.get("conv", "direct"))
   except ValueError as e:
     raise ValueError(f"config.defense: {e}") from None
 
