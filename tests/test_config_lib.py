@@ -89,7 +89,11 @@ def test_unknown_config_values_are_refused_by_field(kw, match):
     config_lib.make_config(**kw)
 
 
-def test_a_protocol_is_one_registered_function():
+def test_a_protocol_is_one_registered_function(monkeypatch):
+  # A copy of the registry's table: the test protocol must not leak into
+  # later tests (`--list` in a subprocess is compared with this process's).
+  monkeypatch.setattr(config_lib.PROTOCOLS, "_items",
+                      dict(config_lib.PROTOCOLS._items))  # pylint: disable=protected-access
   @config_lib.register_protocol("test_two_epochs")
   def two_epochs(c):
     c.train.epochs = 2
