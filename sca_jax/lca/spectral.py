@@ -95,7 +95,7 @@ class SpectralDictionary:
     return X.reshape(*X.shape[:2], -1).transpose(2, 0, 1)     # (P, B, C)
 
   def _from_freq(self, X_PBC: jax.Array) -> jax.Array:
-    p, b, c = X_PBC.shape
+    _, b, c = X_PBC.shape
     X = X_PBC.transpose(1, 2, 0).reshape(b, c, self.grid[0], -1)
     return jnp.fft.irfft2(X, s=self.grid)                     # (B, C, N, M)
 
