@@ -227,7 +227,12 @@ def apply_dataset(c: ml_collections.ConfigDict, dataset: str,
     c.defense.hidden = (512,)
 
 
-FAITHFUL_LAYER_ITERS = (50, 15)
+# FISTA iterations per sparse layer: the image layer and the 16->28 layer.
+# 15 on the second layer was chosen on initial dictionaries (gap 0.19%) but
+# left the first trained SCA target (MNIST, lambda 0.5, seed 0) 4.65% from
+# the optimum; 40 gives 0.36% there and 0.56-0.82% at lambda 0.25-0.1
+# (docs/verdict.md, departure 1).
+FAITHFUL_LAYER_ITERS = (50, 40)
 
 
 @register_protocol("faithful")
@@ -246,9 +251,11 @@ def faithful_protocol(c: ml_collections.ConfigDict
 
   Departures (docs/verdict.md gives the measurements behind each):
   * sparse codes by FISTA on the LCA objective, 50 iterations on the image
-    layer and 15 on the 16->28 layer (`defense.layer_num_iters`), instead of
+    layer and 40 on the 16->28 layer (`defense.layer_num_iters`), instead of
     500 steps of LCA dynamics at tau 100: each layer's gap to the optimum is
     reported in results.json (`sparse_layers.*.relative_gap_to_optimum`);
+    the 16->28 layer's decode/encode run through the FFT (`defense.conv`,
+    the same maps to float32 rounding, ~1.3x faster);
   * 10,000 training images (of the 70% split), 3 epochs, batch 64, Adam
     1e-3 with cosine decay, instead of all of them for 25 epochs of SGD
     (lr 1e-3, momentum 0.9, weight decay 1e-3, batch 32): 468 steps of
@@ -270,6 +277,7 @@ def faithful_protocol(c: ml_collections.ConfigDict
   c.defense.solver = "fista"
   c.defense.num_iters = FAITHFUL_LAYER_ITERS[-1]
   c.defense.layer_num_iters = FAITHFUL_LAYER_ITERS
+  c.defense.conv = "auto"
   c.data.max_train, c.data.max_test, c.data.max_aux = 10_000, 5_000, 10_000
   c.train.epochs = 3
   c.train.batch_size = 64

@@ -28,7 +28,7 @@ from sca_jax import train as train_lib
 from sca_jax import validation
 from sca_jax.checkpoint import Checkpointer, read_fingerprints
 from sca_jax.data import make_splits
-from sca_jax.defenses import DEFENSES, TrainingSet, with_defaults
+from sca_jax.defenses import DEFENSES, TrainingSet, read_fields, with_defaults
 from sca_jax.models import build_model
 
 # Config sections that decide what a checkpoint holds: resuming under a config
@@ -49,8 +49,10 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   fp = {k: d[k] for k in _TRAINING_FIELDS}
   fp["data"] = {k: v for k, v in fp["data"].items() if k != "data_dir"}
   # How the solver convolves (direct or FFT) computes the same maps: a run
-  # may resume under the other one.
-  fp["defense"] = {k: v for k, v in fp["defense"].items() if k != "conv"}
+  # may resume under the other one. Fields the defense never reads (the LCA
+  # settings of a target without sparse layers) do not count.
+  fp["defense"] = {k: v for k, v in read_fields(fp["defense"]).items()
+                   if k != "conv"}
   fp["train"] = {k: d["train"].get(k) for k in _TRAIN_FIELDS}
   return json.loads(json.dumps(fp, default=str))
 

@@ -187,10 +187,16 @@ def is_finished(cell: Cell, root: str | Path) -> bool:
     saved = json.loads(path.read_text()).get("config")
     config = load_config(cell.config, cell.overrides)
     from sca_jax import config_lib  # pylint: disable=g-import-not-at-top
+    from sca_jax.defenses import read_fields  # pylint: disable=g-import-not-at-top
     base = _as_json(config_lib.base_config().to_dict())
+    built = _as_json(config.to_dict())
+    # Fields the cell's defense never reads (e.g. a No-Defense target's LCA
+    # settings, changed by its protocol for the sparse targets) do not count.
+    saved, built = ({**c, "defense": read_fields(c["defense"])}
+                    for c in (saved, built))
   except Exception:  # pylint: disable=broad-except
     return False
-  return same_config(saved, _as_json(config.to_dict()), base)
+  return same_config(saved, built, base)
 
 
 def same_config(saved: Any, built: Any, base: Any) -> bool:

@@ -161,8 +161,9 @@ def test_faithful_protocol_builds_the_papers_stride_one_targets(name):
   model = build_model(c.defense, (28, 28, 1), 10, jax.random.key(0))
   iters = [layer.cfg.num_iters for _, layer in model.sparse_layers()]
   strides = [layer.cfg.stride for _, layer in model.sparse_layers()]
-  want = {"sca": [50, 15], "sparse_standard": [50], "no_defense": []}[name]
+  want = {"sca": [50, 40], "sparse_standard": [50], "no_defense": []}[name]
   assert iters == want and strides == [1] * len(want)
+  assert c.defense.conv == "auto"
   _, reps = model(jax.numpy.zeros((2, 28, 28, 1)), train=False)
   assert reps["first"].shape[1:3] == (28, 28)  # stride 1: no downsampling
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sca_jax import checkpoint, experiment, validation
+from sca_jax import checkpoint, config_lib, experiment, validation
 from sca_jax.defenses import DEFENSES
 from conftest import tiny_config
 
@@ -205,3 +205,17 @@ def test_main_entry_point_with_overrides(data_dir, tmp_path):
   assert again.returncode == 0, out[-2000:]
   assert "Traceback" not in out and out.count("is unreadable") == 1
   assert "resuming from step 2" in out
+
+
+def test_fingerprint_counts_only_the_fields_the_defense_reads():
+  def fp(defense, **fields):
+    c = config_lib.make_config(defense, "mnist")
+    c.defense.update(fields)
+    return experiment.fingerprint(c)
+
+  # No sparse layers: the LCA settings are not part of the experiment.
+  assert fp("no_defense") == fp("no_defense", lam=0.1, layer_num_iters=(9,))
+  # Sparse layers: they are, except how the solver convolves (same maps).
+  assert fp("sca") != fp("sca", lam=0.1)
+  assert fp("sca") != fp("sca", layer_num_iters=(50, 40))
+  assert fp("sca") == fp("sca", conv="auto")

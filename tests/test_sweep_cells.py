@@ -83,6 +83,26 @@ def test_finished_only_for_results_of_the_same_config(tmp_path, monkeypatch):
     sweep_cells.load_config(cell.config, (("train.no_such_field", 1),))
 
 
+@pytest.mark.parametrize("defense,counts", [("no_defense", True),
+                                              ("sca", False)])
+def test_fields_the_defense_never_reads_do_not_count(tmp_path, monkeypatch,
+                                                     defense, counts):
+  # A protocol that changes the sparse layers' iterations leaves finished
+  # No-Defense cells finished, and sends SCA cells back to run.
+  monkeypatch.chdir(REPO)
+  cell = sweep_cells.Cell(
+      f"{defense}/seed0",
+      f"configs/experiment.py:defense={defense},dataset=mnist", (),
+      (("target", defense),))
+  config = sweep_cells.load_config(cell.config, cell.overrides)
+  config.defense.layer_num_iters = (50, 15)  # what the run had
+  config.defense.num_iters = 7
+  cell.workdir(tmp_path).mkdir(parents=True)
+  (cell.workdir(tmp_path) / "results.json").write_text(
+      json.dumps({"config": config.to_dict()}))
+  assert sweep_cells.is_finished(cell, tmp_path) is counts
+
+
 def test_state_tells_running_from_interrupted(tmp_path):
   cell = sweep_cells.Cell("a", "configs/mnist_sca.py", (), (("t", "a"),))
   assert sweep_cells.state(cell, tmp_path) == "todo"

@@ -87,9 +87,28 @@ class Defense:
   check: Callable[[ml_collections.ConfigDict], None] | None = None
   gradient_hook: Callable[[ml_collections.ConfigDict],
                           GradientHook] | None = None
+  # Whether its model has sparse-coding layers, i.e. reads LCA_FIELDS of
+  # config.defense. False lets two configs differing only there count as one
+  # experiment (`read_fields`); True, the safe default, compares them.
+  lca_fields: bool = True
+
+
+# config.defense fields only sparse-coding layers read.
+LCA_FIELDS = ("lam", "tau", "num_iters", "layer_num_iters", "solver",
+              "threshold", "normalize_input", "remat", "conv", "hebbian",
+              "hebbian_lr", "backprop_dictionaries")
 
 
 DEFENSES: Registry[Defense] = Registry("defense")
+
+
+def read_fields(defense: dict[str, Any]) -> dict[str, Any]:
+  """`config.defense` as a dict, less the fields its defense never reads
+  (LCA_FIELDS of a defense without sparse layers): what decides the run."""
+  name = defense.get("name")
+  if name in DEFENSES and not DEFENSES.get(name).lca_fields:
+    return {k: v for k, v in defense.items() if k not in LCA_FIELDS}
+  return defense
 
 
 def with_defaults(defense_cfg: ml_collections.ConfigDict
@@ -108,5 +127,6 @@ def with_defaults(defense_cfg: ml_collections.ConfigDict
   return cfg
 
 
-__all__ = ["DEFENSES", "Defense", "TrainingSet", "with_defaults",
+__all__ = ["DEFENSES", "Defense", "LCA_FIELDS", "TrainingSet", "read_fields",
+           "with_defaults",
            *import_members(__name__, __path__)]

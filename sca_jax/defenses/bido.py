@@ -90,5 +90,5 @@ def defaults(paper: bool) -> dict:
 
 
 DEFENSES.register("bido")(Defense(
-    "no_defense", extra_loss=extra_loss, defaults=defaults,
+    "no_defense", lca_fields=False, extra_loss=extra_loss, defaults=defaults,
     description="bilateral dependency optimisation, HSIC/COCO [53]"))

@@ -117,6 +117,6 @@ def defaults(paper: bool) -> dict:
 
 
 DEFENSES.register("dp_sgd")(Defense(
-    "no_defense_gn", report=report, defaults=defaults,
+    "no_defense_gn", lca_fields=False, report=report, defaults=defaults,
     gradient_hook=gradient_hook,
     description="DP-SGD: per-example clipping + Gaussian noise [25]"))

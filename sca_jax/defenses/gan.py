@@ -132,5 +132,5 @@ def defaults(paper: bool) -> dict:
 
 
 DEFENSES.register("gan_augment")(Defense(
-    "no_defense", prepare_data=gan_augment, defaults=defaults,
+    "no_defense", lca_fields=False, prepare_data=gan_augment, defaults=defaults,
     description="train on real + class-conditional GAN samples (industry)"))

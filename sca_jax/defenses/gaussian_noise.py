@@ -35,7 +35,7 @@ def gaussian_noise(cfg, image_shape, num_classes, rngs) -> LayerStack:
 
 
 DEFENSES.register("gaussian_noise")(Defense(
-    "gaussian_noise",
+    "gaussian_noise", lca_fields=False,
     description="N(0, 0.5) noise on dense layers post-training (industry)",
     defaults=lambda paper: {"noise_std": 0.5},  # sigma, at inference only
     adaptive_attacks=NOISE_ADAPTIVE))

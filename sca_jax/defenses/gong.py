@@ -185,12 +185,14 @@ def pp_defaults(paper: bool) -> dict:
 
 
 DEFENSES.register("gong_gan")(Defense(
-    "no_defense", prepare_data=gong_gan, extra_loss=injection_loss,
+    "no_defense", lca_fields=False,
+    prepare_data=gong_gan, extra_loss=injection_loss,
     defaults=defaults,
     description="misleading GAN fakes + inversed samples with an adjusted "
                 "loss [22]"))
 DEFENSES.register("gong_gan_pp")(Defense(
-    "no_defense", prepare_data=gong_gan_pp, extra_loss=injection_loss,
+    "no_defense", lca_fields=False,
+    prepare_data=gong_gan_pp, extra_loss=injection_loss,
     defaults=pp_defaults,
     description="gong_gan as continual learning from the real-data model "
                 "(EWC) [22]++"))

@@ -32,6 +32,7 @@ def laplace_noise(cfg, image_shape, num_classes, rngs) -> LayerStack:
 
 
 DEFENSES.register("laplace_noise")(Defense(
-    "laplace_noise", description="Laplace(0, 0.5) noise on the split [64]",
+    "laplace_noise", lca_fields=False,
+    description="Laplace(0, 0.5) noise on the split [64]",
     defaults=lambda paper: {"laplace_scale": 0.5},  # b of Laplace(0, b)
     adaptive_attacks=NOISE_ADAPTIVE))

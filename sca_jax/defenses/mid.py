@@ -73,7 +73,7 @@ def extra_loss(cfg: ml_collections.ConfigDict):
 
 
 DEFENSES.register("mid")(Defense(
-    "mid", extra_loss=extra_loss,
+    "mid", lca_fields=False, extra_loss=extra_loss,
     defaults=lambda paper: {"bottleneck": 256, "beta": 0.01,
                             "sample_at_inference": False},  # z = mu
     description="variational information bottleneck, beta * KL [66]"))

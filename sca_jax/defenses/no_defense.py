@@ -12,4 +12,5 @@ def no_defense(cfg, image_shape, num_classes, rngs) -> LayerStack:
 
 
 DEFENSES.register("no_defense")(Defense(
-    "no_defense", description="undefended target of the same depth"))
+    "no_defense", lca_fields=False,
+    description="undefended target of the same depth"))
