@@ -14,7 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -92,14 +92,17 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
         "--workdir; nothing was changed.")
 
 
-def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 500
-                       ) -> dict[str, dict[str, float]]:
+def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 500,
+                       iterations: Sequence[int] = ()
+                       ) -> dict[str, dict[str, Any]]:
   """Per sparse layer: sparsity, reconstruction error, and how far the
   configured solve is from the optimum of its objective.
 
   The optimum is approximated by `reference_iters` FISTA iterations on the same
   input and dictionary (FISTA is checked against a dense NumPy solver in the
   tests). A layer far from its optimum is not really sparse coding.
+  `iterations`: also the gap after each of these iteration counts of the
+  layer's own solver ("gap_by_iterations"), to choose a count.
   """
   _, reps = model(x_BHWC, train=False)
   stats = {}
@@ -109,9 +112,11 @@ def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 500
     ref_cfg = dataclasses.replace(cfg, solver="fista", normalize_input=False,
                                   num_iters=reference_iters, remat=False)
     ref_codes = lca.solve(inp, D, ref_cfg).codes_BHWF
-    e = float(jnp.mean(lca.objective(inp, codes, D, cfg.lam, cfg.stride)))
-    e_ref = float(jnp.mean(lca.objective(inp, ref_codes, D, cfg.lam,
-                                         cfg.stride)))
+
+    def mean_objective(a):
+      return float(jnp.mean(lca.objective(inp, a, D, cfg.lam, cfg.stride)))
+
+    e, e_ref = mean_objective(codes), mean_objective(ref_codes)
     recon = lca.decode(codes, D, cfg.stride, inp.shape[1:3])
     stats[name] = {
         "active_fraction": float(jnp.mean(codes != 0)),
@@ -122,7 +127,40 @@ def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 500
         "relative_gap_to_optimum": (e - e_ref) / e_ref,
         "reference": f"fista x{reference_iters}",
     }
+    if iterations:
+      stats[name]["gap_by_iterations"] = {
+          int(n): (mean_objective(lca.solve(inp, D, dataclasses.replace(
+              cfg, normalize_input=False, num_iters=int(n))).codes_BHWF)
+                   - e_ref) / e_ref for n in iterations}
   return stats
+
+
+def restore_target(workdir: str | Path):
+  """(config, trained model, splits) of a finished or interrupted run, from
+  its config.json and newest intact checkpoint."""
+  workdir = Path(workdir)
+  try:
+    saved = json.loads((workdir / "config.json").read_text())["config"]
+  except (OSError, ValueError, KeyError) as e:
+    raise validation.ConfigError(
+        f"{workdir} holds no readable config.json of a run: {e}") from None
+  config = ml_collections.ConfigDict(saved)
+  splits = make_splits(config.data, config.seed)
+  init_key, _, _ = jax.random.split(jax.random.key(config.seed), 3)
+  defense_cfg = with_defaults(config.defense)
+  model = build_model(defense_cfg, splits.image_shape, splits.num_classes,
+                      init_key)
+  defense = DEFENSES.get(defense_cfg.name, field="defense.name")
+  trainer = train_lib.Trainer(  # the state's structure, as `run` builds it
+      model, defense_cfg, train_lib.make_optimizer(config.train, 1),
+      defense.extra_loss(defense_cfg) if defense.extra_loss else None)
+  state = Checkpointer(workdir / "checkpoints",
+                       fingerprint=fingerprint(config)).restore_latest(
+                           trainer.init_state)
+  if state is None:
+    raise validation.ConfigError(f"{workdir / 'checkpoints'} holds no "
+                                 "intact checkpoint")
+  return config, trainer.model(state), splits
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
