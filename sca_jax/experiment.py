@@ -237,8 +237,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   attack_results = None
   if config.attacks:
     from sca_jax import attacks  # pylint: disable=g-import-not-at-top
+    # Finished attacks of this very target are kept: a rerun resumes.
+    target_id = {"fingerprint": fingerprint(config), "step": int(state.step),
+                 "conv": config.defense.get("conv", "direct")}
     attack_results = attacks.run_attacks(config, model, splits, workdir,
-                                         attack_key)
+                                         attack_key, target_id=target_id)
   umap_files = None
   if config.get("umap", False):  # the paper's Figure 6, per threat model
     from sca_jax import umap_plot  # pylint: disable=g-import-not-at-top

@@ -1,6 +1,8 @@
 """Bit-identical attacks: the same trained target, config and seed give
 exactly the same metrics, also when the second run loads the cached judge."""
 
+import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -69,3 +71,43 @@ def test_same_target_config_and_seed_give_identical_metrics(
   assert _differences(first, second) == []
   # The comparison sees a difference where there is one.
   assert _differences(first, dict(first, split=first["end_to_end"]))
+
+
+def test_a_rerun_takes_finished_attacks_from_their_files(
+    data_dir, tmp_path, monkeypatch):
+  # What an interrupted cell relies on: attacks finished before the kill
+  # are not run again, and give the numbers a full run gives.
+  monkeypatch.setenv(evaluation.CACHE_ENV, str(tmp_path / "cache"))
+  config = tiny_config("no_defense", data_dir)
+  splits = data.make_splits(config.data, config.seed)
+  target = build_model(config.defense, splits.image_shape,
+                       splits.num_classes, jax.random.key(0))
+  config.attacks = ("end_to_end", "split")
+  small = dict(epochs=1, batch_size=32, net="mlp", net_args=dict(hidden=(16,)),
+               num_images=32, grid_per_group=2)
+  config.attack = ml_collections.ConfigDict(
+      {name: small for name in config.attacks})
+  config.eval_classifier.update(epochs=1)
+  workdir, target_id = tmp_path / "cell", {"fingerprint": "t", "step": 3}
+
+  def run(**kw):
+    return attacks.run_attacks(config, target, splits, workdir,
+                               jax.random.key(7), **kw)
+
+  first = run(target_id=target_id)
+  assert (workdir / "attacks" / "split.json").exists()
+  calls = []
+  for name in config.attacks:
+    monkeypatch.setitem(  # pylint: disable=protected-access
+        attacks.ATTACKS._items, name, dataclasses.replace(
+            attacks.ATTACKS.get(name),
+            run=lambda *a, name=name: calls.append(name) or {}))
+  again = run(target_id=target_id)
+  assert calls == []  # nothing attacked twice
+  assert _differences(json.loads(json.dumps(first, default=float)),
+                      again) == []
+  # Another target (or no identity at all) attacks again.
+  run(target_id=dict(target_id, step=4))
+  assert calls == ["end_to_end", "split"]
+  run()
+  assert calls == ["end_to_end", "split"] * 2

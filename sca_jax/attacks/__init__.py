@@ -36,6 +36,8 @@ by attack name (pictures go to `<workdir>/attacks/<name>.png`).
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import zlib
 from pathlib import Path
@@ -110,7 +112,8 @@ def default_config(paper: bool = False) -> ml_collections.ConfigDict:
 
 
 def run_attacks(config: ml_collections.ConfigDict, model, splits,
-                workdir: str | Path, key: jax.Array) -> dict[str, dict]:
+                workdir: str | Path, key: jax.Array,
+                target_id: Any = None) -> dict[str, dict]:
   """Runs every attack of `config.attacks` against the frozen `model`.
 
   Args:
@@ -122,6 +125,12 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
     workdir: pictures are written to `<workdir>/attacks/<name>.png`.
     key: randomness; each attack gets a key folded from its name, so adding
       or removing an attack does not change the others.
+    target_id: JSON-able identity of the trained target (e.g. its
+      fingerprint and step). Given, each finished attack's results are kept
+      in `<workdir>/attacks/<name>.json` with that identity, the attack's
+      config and the judge's, and a rerun (an interrupted cell) takes them
+      from there instead of attacking again: same target, config and key
+      give the same numbers (tests/test_attack_determinism.py).
 
   Returns:
     {attack name: results dict (see `inversion.run_inversion_attack`)}.
@@ -141,12 +150,51 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
   t0 = time.time()
   for k, (name, cfg) in enumerate(cfgs.items(), 1):
     print(_progress(k, len(cfgs), name, time.time() - t0), flush=True)
+    judge = config.get("eval_classifier", None)
+    stamp = None if target_id is None else _json({
+        "target": target_id, "attack": name, "config": cfg.to_dict(),
+        "eval_classifier": judge.to_dict() if judge is not None else None})
+    kept = _kept_results(Path(workdir), name, stamp)
+    if kept is not None:
+      print(f"  {name}: finished earlier, results from attacks/{name}.json",
+            flush=True)
+      results[name] = kept
+      continue
     attack_key = jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
     results[name] = ATTACKS.get(name).run(cfg, model, splits, evaluator,
                                           workdir, attack_key)
+    if stamp is not None:
+      _keep_results(Path(workdir), name, stamp, results[name])
   print(f"attacks done: {len(cfgs)} in {format_eta(time.time() - t0)}",
         flush=True)
   return results
+
+
+def _json(x: Any) -> Any:
+  """Plain JSON types (tuples as lists, numpy scalars as numbers)."""
+  return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(
+      o, "item") else str(o)))
+
+
+def _kept_results(workdir: Path, name: str, stamp: Any) -> dict | None:
+  """An earlier run's results of this attack on this target, if any; an
+  unreadable or foreign file is ignored (and overwritten once re-run)."""
+  if stamp is None:
+    return None
+  try:
+    kept = json.loads((workdir / "attacks" / f"{name}.json").read_text())
+  except (OSError, ValueError):
+    return None
+  return kept["results"] if kept.get("stamp") == stamp else None
+
+
+def _keep_results(workdir: Path, name: str, stamp: Any, results: dict) -> None:
+  path = workdir / "attacks" / f"{name}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".json.tmp")  # atomic: a kill leaves old or new
+  tmp.write_text(json.dumps({"stamp": stamp, "results": _json(results)},
+                            indent=1) + "\n")
+  os.replace(tmp, path)
 
 
 def _progress(k: int, n: int, name: str, elapsed_s: float) -> str:
