@@ -86,8 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
   # How the solver's decode/encode run: "direct" convolutions, "fft" or
   # "auto" (FFT at stride 1 where it pays: 16 -> 28 features; the same maps
   # to float32 rounding, ~1.2x faster training step on 2 CPU cores,
-  # docs/performance.md). "direct" until the verdict grid, begun with it,
-  # has finished: same config and seed must give the same numbers.
+  # docs/performance.md). The default keeps "direct", so that configs run
+  # before it existed give the same numbers; protocol=faithful uses "auto".
   c.defense.conv = "direct"
   c.defense.threshold = "soft_nonneg"
   c.defense.normalize_input = True
