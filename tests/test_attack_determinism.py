@@ -37,6 +37,16 @@ def _differences(a, b, path=""):
   return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
+def _two_small_attacks(config, epochs, hidden, num_images):
+  config.attacks = ("end_to_end", "split")
+  small = dict(epochs=epochs, batch_size=32, net="mlp",
+               net_args=dict(hidden=(hidden,)), num_images=num_images,
+               grid_per_group=2)
+  config.attack = ml_collections.ConfigDict(
+      {name: small for name in config.attacks})
+  config.eval_classifier.update(epochs=1)
+
+
 def test_same_target_config_and_seed_give_identical_metrics(
     data_dir, tmp_path, monkeypatch):
   monkeypatch.setenv(evaluation.CACHE_ENV, str(tmp_path / "cache"))
@@ -51,12 +61,7 @@ def test_same_target_config_and_seed_give_identical_metrics(
                        log=lambda _: None)
   target = trainer.model(state)
 
-  config.attacks = ("end_to_end", "split")
-  small = dict(epochs=2, batch_size=32, net="mlp", net_args=dict(hidden=(64,)),
-               num_images=64, grid_per_group=2)
-  config.attack = ml_collections.ConfigDict(
-      {name: small for name in config.attacks})
-  config.eval_classifier.update(epochs=1)
+  _two_small_attacks(config, epochs=2, hidden=64, num_images=64)
   first, second = (attacks.run_attacks(config, target, splits,
                                        tmp_path / f"run{i}", jax.random.key(7))
                    for i in range(2))
@@ -82,12 +87,7 @@ def test_a_rerun_takes_finished_attacks_from_their_files(
   splits = data.make_splits(config.data, config.seed)
   target = build_model(config.defense, splits.image_shape,
                        splits.num_classes, jax.random.key(0))
-  config.attacks = ("end_to_end", "split")
-  small = dict(epochs=1, batch_size=32, net="mlp", net_args=dict(hidden=(16,)),
-               num_images=32, grid_per_group=2)
-  config.attack = ml_collections.ConfigDict(
-      {name: small for name in config.attacks})
-  config.eval_classifier.update(epochs=1)
+  _two_small_attacks(config, epochs=1, hidden=16, num_images=32)
   workdir, target_id = tmp_path / "cell", {"fingerprint": "t", "step": 3}
 
   def run(**kw):
