@@ -37,7 +37,6 @@ by attack name (pictures go to `<workdir>/attacks/<name>.png`).
 from __future__ import annotations
 
 import json
-import os
 import time
 import zlib
 from pathlib import Path
@@ -172,8 +171,8 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
 
 def _json(x: Any) -> Any:
   """Plain JSON types (tuples as lists, numpy scalars as numbers)."""
-  return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(
-      o, "item") else str(o)))
+  from sca_jax.experiment import jsonable  # pylint: disable=g-import-not-at-top
+  return json.loads(json.dumps(jsonable(x), default=str))
 
 
 def _kept_results(workdir: Path, name: str, stamp: Any) -> dict | None:
@@ -189,12 +188,10 @@ def _kept_results(workdir: Path, name: str, stamp: Any) -> dict | None:
 
 
 def _keep_results(workdir: Path, name: str, stamp: Any, results: dict) -> None:
-  path = workdir / "attacks" / f"{name}.json"
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".json.tmp")  # atomic: a kill leaves old or new
-  tmp.write_text(json.dumps({"stamp": stamp, "results": _json(results)},
-                            indent=1) + "\n")
-  os.replace(tmp, path)
+  from sca_jax.experiment import write_json  # pylint: disable=g-import-not-at-top
+  (workdir / "attacks").mkdir(parents=True, exist_ok=True)
+  write_json(workdir / "attacks" / f"{name}.json",  # atomic
+             {"stamp": stamp, "results": results})
 
 
 def _progress(k: int, n: int, name: str, elapsed_s: float) -> str:
