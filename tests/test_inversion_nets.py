@@ -112,3 +112,37 @@ def test_mlp_learns_a_linear_leak():
     losses.append(float(loss))
   floor = float(np.mean((x - x.mean(0)) ** 2))
   assert losses[-1] < 0.3 * floor < losses[0]
+
+
+@pytest.mark.parametrize("kernel,stride,size", [
+    (4, 2, 7), (4, 2, 8), (3, 2, 7), (5, 2, 5), (2, 2, 5), (3, 1, 6),
+    (5, 3, 4), (1, 2, 3)])
+def test_subpixel_conv_transpose_equals_lax_values_and_gradients(
+    kernel, stride, size):
+  dn = ("NHWC", "HWIO", "NHWC")
+  x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 3))
+  k = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
+  ref = jax.lax.conv_transpose(x, k, (stride, stride), "SAME",
+                               dimension_numbers=dn)
+  out = inv.subpixel_conv_transpose(x, k, (stride, stride))
+  assert out.shape == ref.shape
+  np.testing.assert_allclose(out, ref, atol=1e-5 * float(jnp.abs(ref).max()))
+  w = jax.random.normal(jax.random.key(2), ref.shape)
+  grads_ref = jax.grad(lambda x, k: jnp.sum(w * jax.lax.conv_transpose(
+      x, k, (stride, stride), "SAME", dimension_numbers=dn)), (0, 1))(x, k)
+  grads = jax.grad(lambda x, k: jnp.sum(w * inv.subpixel_conv_transpose(
+      x, k, (stride, stride))), (0, 1))(x, k)
+  for g, g_ref in zip(grads, grads_ref):
+    np.testing.assert_allclose(g, g_ref, atol=1e-5 * float(jnp.abs(g_ref).max()))
+
+
+def test_subpixel_layer_is_flax_conv_transpose():
+  """Same initial weights from the same rngs, hence the same outputs."""
+  ours = inv.SubpixelConvTranspose(6, 5, (4, 4), strides=(2, 2),
+                                   rngs=nnx.Rngs(3))
+  ref = nnx.ConvTranspose(6, 5, (4, 4), strides=(2, 2), padding="SAME",
+                          rngs=nnx.Rngs(3))
+  np.testing.assert_array_equal(ours.kernel[...], ref.kernel[...])
+  ref.bias[...] = ours.bias[...] = jnp.arange(5.0)
+  x = jax.random.normal(jax.random.key(2), (3, 7, 7, 6))
+  np.testing.assert_allclose(ours(x), ref(x), atol=1e-5)

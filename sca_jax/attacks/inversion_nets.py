@@ -18,6 +18,8 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from sca_jax.registry import Registry
@@ -71,6 +73,75 @@ def num_upsamplings(height: int, width: int, min_size: int = 4,
   return n
 
 
+def _phase_taps(kernel: int, stride: int) -> tuple[np.ndarray, int, int]:
+  """Which kernel taps feed which output phase, for lax 'SAME' transposed conv.
+
+  `lax.conv_transpose(..., padding="SAME")` dilates the input by `stride`,
+  pads it by (pad_a, pad_b) and correlates with the kernel, so output
+  `stride * m + p` receives tap `t` from input `m + a` exactly when
+  `p + t - pad_a = stride * a`. Returns M (stride, offsets, kernel) with a 1
+  there, and the smallest and largest input offset `a`.
+  """
+  pad_len = kernel + stride - 2
+  pad_a = kernel - 1 if stride > kernel - 1 else -(-pad_len // 2)
+  hits = [(p, (p + t - pad_a) // stride, t) for p in range(stride)
+          for t in range(kernel) if (p + t - pad_a) % stride == 0]
+  lo = min(a for _, a, _ in hits)
+  hi = max(a for _, a, _ in hits)
+  taps = np.zeros((stride, hi - lo + 1, kernel), np.float32)
+  for p, a, t in hits:
+    taps[p, a - lo, t] = 1.0
+  return taps, lo, hi
+
+
+def subpixel_conv_transpose(x_BHWC: jax.Array, kernel_KKCF: jax.Array,
+                            strides: tuple[int, int]) -> jax.Array:
+  """`lax.conv_transpose(x, kernel, strides, "SAME")` as a conv + depth-to-space.
+
+  The zero-dilated input of a transposed convolution wastes (1 - 1/s^2) of
+  its multiplies, and XLA:CPU runs it (and its gradients) 3-4x slower than
+  the equivalent sub-pixel form: one stride-1 convolution over the input
+  whose s_h * s_w * F output channels are the output phases, each phase
+  with the kernel taps that reach it, then interleaved into the
+  (s_h H, s_w W) map. Same values to float32 rounding (tested).
+  """
+  (kh, kw, c, f), (sh, sw) = kernel_KKCF.shape, strides
+  taps_h, lo_h, hi_h = _phase_taps(kh, sh)
+  taps_w, lo_w, hi_w = _phase_taps(kw, sw)
+  phase_kernel = jnp.einsum("pat,qbu,tuio->abipqo", taps_h, taps_w,
+                            kernel_KKCF).reshape(
+                                taps_h.shape[1], taps_w.shape[1], c,
+                                sh * sw * f)
+  y = jax.lax.conv_general_dilated(
+      x_BHWC, phase_kernel, (1, 1), [(-lo_h, hi_h), (-lo_w, hi_w)],
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  b, h, w, _ = y.shape
+  y = y.reshape(b, h, w, sh, sw, f).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(b, h * sh, w * sw, f)
+
+
+class SubpixelConvTranspose(nnx.Module):
+  """`nnx.ConvTranspose(padding="SAME")` computed by `subpixel_conv_transpose`.
+
+  Same parameters (kernel (kh, kw, in, out), bias (out,)), initialisation
+  and random-stream use as `nnx.ConvTranspose`, so a given `rngs` gives the
+  same initial weights and the same outputs.
+  """
+
+  def __init__(self, in_features: int, out_features: int,
+               kernel_size: tuple[int, int], *, strides: tuple[int, int],
+               rngs: nnx.Rngs):
+    self.strides = tuple(int(s) for s in strides)
+    self.kernel = nnx.Param(nnx.initializers.lecun_normal()(
+        rngs.params(), (*kernel_size, in_features, out_features)))
+    self.bias = nnx.Param(nnx.initializers.zeros_init()(
+        rngs.params(), (out_features,)))
+
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    return (subpixel_conv_transpose(x_BHWC, self.kernel[...], self.strides)
+            + self.bias[...])
+
+
 @INVERSION_NETS.register("deconv")
 class DeconvInversion(InversionNet):
   """Linear to a small map, then (ConvT stride 2, BatchNorm, ReLU) blocks.
@@ -78,10 +149,12 @@ class DeconvInversion(InversionNet):
   The map is (H / 2^n, W / 2^n, channels) with n from `num_upsamplings`; each
   block doubles the size and halves the channels (not below `min_channels`).
   A 3x3 convolution maps to the image channels. Kernel 4 with stride 2 covers
-  every output pixel evenly, which avoids checkerboard artefacts. The default
-  widths are modest because XLA:CPU trains transposed convolutions slowly
-  (~270 img/s for 28x28 at 64/16 channels on 2 cores vs ~3600 for "mlp");
-  raise `channels` for RGB data on an accelerator.
+  every output pixel evenly, which avoids checkerboard artefacts. The
+  transposed convolutions run in sub-pixel form (`SubpixelConvTranspose`,
+  3-4x faster on XLA:CPU). Even so the net trains ~8x slower than "mlp" on
+  CPU (28x28 at 64/16 channels, batch 16: ~24 vs ~3 ms per step on 2
+  shared cores), hence the modest default widths; raise `channels` for RGB
+  data on an accelerator.
   """
 
   def __init__(self, rep_shape: tuple[int, ...],
@@ -99,9 +172,8 @@ class DeconvInversion(InversionNet):
     c_in = int(channels)
     for _ in range(n):
       c_out = max(c_in // 2, int(min_channels))
-      self.ups.append(nnx.ConvTranspose(c_in, c_out, (kernel, kernel),
-                                        strides=(2, 2), padding="SAME",
-                                        rngs=rngs))
+      self.ups.append(SubpixelConvTranspose(c_in, c_out, (kernel, kernel),
+                                            strides=(2, 2), rngs=rngs))
       self.bns.append(nnx.BatchNorm(c_out, momentum=0.9, rngs=rngs))
       c_in = c_out
     self.out = nnx.Conv(c_in, c, (3, 3), padding="SAME", rngs=rngs)
