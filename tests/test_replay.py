@@ -60,15 +60,17 @@ def test_loop_tunes_a_target_copy_and_never_the_inversion_net(mnist):
   assert len(info["history"]) == 2
 
 
+@pytest.mark.parametrize("net,net_args", [("mlp", dict(hidden=(32,))),
+                                          ("deconv", dict(channels=8))])
 def test_replay_attack_reports_untrained_net_and_target_drift(
-    mnist, tmp_path, monkeypatch):
+    mnist, tmp_path, monkeypatch, net, net_args):
   monkeypatch.setenv(evaluation.CACHE_ENV, str(tmp_path / "cache"))
   model = build_model(ml_collections.ConfigDict(dict(SCA, name="no_defense")),
                       mnist.image_shape, mnist.num_classes, jax.random.key(0))
   c = ml_collections.ConfigDict()
   c.attacks = ("end_to_end_replay",)
   c.attack = dict(end_to_end_replay=dict(
-      epochs=1, batch_size=16, net="mlp", net_args=dict(hidden=(32,)),
+      epochs=1, batch_size=16, net=net, net_args=net_args,
       num_images=32, grid_per_group=0))
   c.eval_classifier = dict(epochs=1)
   r = attacks.run_attacks(c, model, mnist, tmp_path, jax.random.key(0))[
