@@ -51,3 +51,26 @@ def test_differentiable_gradient_is_the_kept_mask():
 def test_unknown_op_is_rejected():
   with pytest.raises(ValueError, match="colour"):
     augment.diff_augment(X, KEY, ("colour",))
+
+
+def test_one_draw_per_minibatch_std_group_keeps_a_collapsed_batch_collapsed():
+  """Copies of one image stay identical within each minibatch-std group
+  (samples i mod N/g), so D's minibatch std still sees a collapsed G; with a
+  draw per image the same copies look as varied as different images."""
+  from sca_jax.gan.discriminator import minibatch_stddev
+  copies = jnp.broadcast_to(X[:1], (8, 16, 16, 2))
+  grouped = augment.diff_augment(copies, KEY, POLICY, fill=-1.0, groups_of=4)
+  per_image = augment.diff_augment(copies, KEY, POLICY, fill=-1.0)
+  for i in range(2):  # group members: i, i + 2, i + 4, i + 6
+    for j in range(i + 2, 8, 2):
+      np.testing.assert_array_equal(grouped[i], grouped[j])
+  assert not np.array_equal(grouped[0], grouped[1])  # groups differ
+  std = lambda x: float(minibatch_stddev(x, 4)[..., -1].max())
+  assert std(grouped) < 1e-3 < 0.1 < std(per_image)
+  with pytest.raises(ValueError, match="groups_of=3"):
+    augment.diff_augment(copies, KEY, POLICY, groups_of=3)
+
+
+def test_fill_is_the_given_background():
+  y = augment.cutout(jnp.zeros((2, 16, 16, 1)), KEY, 0.5, fill=-1.0)
+  assert set(np.unique(np.asarray(y))) == {-1.0, 0.0}

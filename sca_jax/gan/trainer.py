@@ -66,6 +66,7 @@ class GanConfig:
   ema_rampup: float = 0.05       # half-life <= rampup * images seen
   augment: str = "translation,cutout"  # DiffAugment ops ('' for none)
   augment_strength: float = 1.0
+  augment_fill: float = -1.0     # DiffAugment's fill: the [-1, 1] background
   steps: int = 20_000
   minutes: float = 0.0           # wall-time budget of this call (0: none)
   seed: int = 0
@@ -173,8 +174,10 @@ class Setup:
     gamma = self.cfg.gamma(self.resolution)
     k_real, k_zd, k_ar, k_af, k_zg, k_ag = jax.random.split(
         jax.random.fold_in(key, step), 6)
-    aug = lambda x, k: augment.diff_augment(x, k, cfg.augment_ops,
-                                            cfg.augment_strength)
+    # One draw per minibatch-std group (see diff_augment).
+    aug = lambda x, k: augment.diff_augment(
+        x, k, cfg.augment_ops, cfg.augment_strength, cfg.augment_fill,
+        groups_of=min(cfg.mbstd_group, batch))
     real = data_NHWC[jax.random.randint(k_real, (batch,), 0,
                                         data_NHWC.shape[0])]
 
