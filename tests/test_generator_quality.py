@@ -51,3 +51,15 @@ def test_probe_fid_and_coverage():
   assert dark["coverage"]["classes_hit"] == 1
   ref = probe.reference()
   assert ref["fid_real_halves"] > 0 and ref["coverage_real"]["classes_hit"] > 1
+  # Pixel spread: the images' own for real ones, 0 for a collapsed set.
+  assert same["pixel_spread"] == pytest.approx(ref["pixel_spread_real"])
+  assert ref["pixel_spread_real"] == pytest.approx(
+      real.std(axis=0).mean())
+  collapsed = probe.measure(np.repeat(real[:1], 50, axis=0))
+  assert collapsed["pixel_spread"] < 1e-12
+
+
+def test_pixel_spread_needs_two_images():
+  assert quality.pixel_spread(np.array([[0.0], [1.0]])) == 0.5
+  with pytest.raises(ValueError, match=">= 2 images"):
+    quality.pixel_spread(np.zeros((1, 3)))

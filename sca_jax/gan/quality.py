@@ -6,6 +6,9 @@ images the generator never trained on. Class coverage is the classifier's
 histogram of the generated images' predicted classes; its entropy over
 ln(classes) is 1 for a uniform spread and 0 when one class takes all. A
 collapsed generator (a few strokes) fails coverage even at a modest FID.
+Pixel spread (the per-pixel std over the images, averaged over pixels)
+shows collapse without any classifier: a generator that ignores its latent
+falls far below the real images' spread.
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ def class_coverage(labels_N: np.ndarray, num_classes: int) -> dict[str, Any]:
               meets_bar=bool(ratio >= COVERAGE_BAR))
 
 
+def pixel_spread(x_NHWC: np.ndarray) -> float:
+  """Mean over pixels of the std over images: 0 when all images are equal."""
+  x_NHWC = np.asarray(x_NHWC, np.float64)
+  if len(x_NHWC) < 2:
+    raise ValueError(f"pixel spread needs >= 2 images, got {len(x_NHWC)}")
+  return float(x_NHWC.std(axis=0).mean())
+
+
 @dataclasses.dataclass
 class QualityProbe:
   """Scores generated images against held-out real ones.
@@ -62,7 +73,8 @@ class QualityProbe:
             self.real_features[:half], self.real_features[half:]),
         coverage_real=class_coverage(
             self.classifier.logits(self.held_out_x).argmax(-1),
-            self.num_classes))
+            self.num_classes),
+        pixel_spread_real=pixel_spread(self.held_out_x))
 
   def measure(self, fake_x: np.ndarray) -> dict[str, Any]:
     """FID and coverage of generated images ([0, 1], the target's shape)."""
@@ -70,4 +82,5 @@ class QualityProbe:
                                     self.real_features)
     labels = self.classifier.logits(fake_x).argmax(-1)
     return dict(fid=fid, num_fake=len(fake_x), num_real=len(self.held_out_x),
-                coverage=class_coverage(labels, self.num_classes))
+                coverage=class_coverage(labels, self.num_classes),
+                pixel_spread=pixel_spread(fake_x))

@@ -7,7 +7,8 @@ less its last `holdout` images, which FID is measured against. Writes to
                           (`config.attack.plug_and_play.generator_path`);
   checkpoints/<step>/     the full training state, for resuming;
   samples.png, samples/   the same 64 latents at every evaluation;
-  quality.json            FID / class coverage history with steps, wall time.
+  quality.json            FID / class coverage / pixel spread history with
+                          steps, wall time.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
       "eval_classifier"))
   probe = quality.QualityProbe(classifier, aux[-holdout:], splits.num_classes)
   reference = probe.reference()
+  spread_real = reference["pixel_spread_real"]
   shape = tuple(aux.shape[1:])
   t_start = time.time()
   meta = dict(dataset=dataset, split="aux", split_seed=split_seed,
@@ -117,7 +119,8 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
     trainer.save_history(out / "quality.json", quality_entry)
     write_grid(out / "samples" / f"{step:06d}.png", fake[:64])
     return dict(FID=f"{q['fid']:.2f}",
-                coverage=f"{cov['entropy_ratio']:.3f}/{cov['classes_hit']}cl")
+                coverage=f"{cov['entropy_ratio']:.3f}/{cov['classes_hit']}cl",
+                spread=f"{q['pixel_spread']:.3f}/{spread_real:.3f} real")
 
   def on_checkpoint(step, setup, state):
     gen = setup.generator(state)
