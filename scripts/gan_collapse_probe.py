@@ -1,0 +1,107 @@
+"""Early-collapse probe for the StyleGAN2 trainer: the first few hundred steps
+of one GanConfig variant, with the generator's pixel spread over fixed
+latents every `--every` steps (real padded MNIST digits: ~0.28 in [-1, 1];
+a generator that ignores its latent falls towards 0).
+
+  python scripts/gan_collapse_probe.py --name lr1e-3 \\
+      --overrides '{"lr": 0.001, "d_lr": 0.001}' --steps 400 --every 50
+
+Appends one JSON line per variant to `--out`. Steps exactly as
+`sca_jax.gan.trainer.train` takes them (batch, latents and augmentation
+from `fold_in(key, step)`, lazy R1 on every `r1_every`-th step), without
+checkpoints or evaluations; single-threaded, ~5 min per 250 steps on one
+core at the default widths. Used in docs/plug_and_play.md (session 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sca_jax import config_lib
+from sca_jax.data import make_splits
+from sca_jax.gan import trainer
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+
+def probe(cfg: trainer.GanConfig, train_NHWC: np.ndarray, steps: int,
+          every: int, log=print) -> list[dict]:
+  """Trains `steps` steps; every `every`: pixel spread and mean of 64
+  samples of the raw generator, mean D and G loss since the last entry."""
+  setup = trainer.Setup(cfg, train_NHWC.shape[1], train_NHWC.shape[3])
+  state = jax.tree.map(jnp.copy, setup.initial_state)
+  data = jnp.asarray(train_NHWC)
+  z = jax.random.normal(jax.random.key(5), (64, cfg.z_dim))
+
+  @jax.jit
+  def spread(g, g_rest):
+    gen = nnx.merge(setup.g_graph, g, g_rest)
+    x = gen.synthesis(gen.mapping(z, None))
+    return x.std(0).mean(), x.mean()
+
+  s, mu = spread(state["g"], state["g_rest"])
+  history = [dict(step=0, spread=float(s), mean=float(mu))]
+  losses, start = [], time.time()
+  for step in range(steps):
+    state, m = setup.step(state, data, setup.key, jnp.int32(step),
+                          jnp.bool_((step + 1) % cfg.r1_every == 0))
+    losses.append((float(m["d_loss"]), float(m["g_loss"])))
+    if (step + 1) % every == 0:
+      s, mu = spread(state["g"], state["g_rest"])
+      d, g = np.mean(losses[-every:], axis=0)
+      history.append(dict(step=step + 1, spread=float(s), mean=float(mu),
+                          d_loss=float(d), g_loss=float(g),
+                          wall_s=round(time.time() - start, 1)))
+      log(history[-1])
+      if not np.isfinite(d):
+        break
+  return history
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--name", required=True)
+  p.add_argument("--overrides", default="{}",
+                 help="JSON object of GanConfig fields")
+  p.add_argument("--dataset", default="mnist")
+  p.add_argument("--holdout", type=int, default=2000)
+  p.add_argument("--steps", type=int, default=400)
+  p.add_argument("--every", type=int, default=50)
+  p.add_argument("--out", type=Path, default=Path("gan_collapse_probe.jsonl"))
+  args = p.parse_args(argv)
+  try:
+    cfg = trainer.GanConfig(**json.loads(args.overrides))
+    cfg.validate()
+  except (TypeError, ValueError) as e:
+    p.error(f"--overrides: {e}")
+  if args.steps < 1 or args.every < 1:
+    p.error("--steps and --every must be >= 1")
+  exp = config_lib.get_config(None, name="no_defense", dataset=args.dataset)
+  aux = make_splits(exp.data, 0).aux_x
+  train_x, _ = trainer.pad_to_power_of_two(aux[:-args.holdout])
+  real = float(train_x[:64].std(0).mean())
+  print(f"{args.name}: {json.loads(args.overrides)}, real spread {real:.3f}",
+        flush=True)
+  record = dict(name=args.name, overrides=json.loads(args.overrides),
+                dataset=args.dataset, real_spread=real,
+                history=probe(cfg, train_x, args.steps, args.every,
+                              lambda e: print(e, flush=True)))
+  with args.out.open("a") as f:
+    f.write(json.dumps(record) + "\n")
+  return record
+
+
+if __name__ == "__main__":
+  main()
