@@ -80,7 +80,8 @@ def diff_augment(x_NHWC: jax.Array, key: jax.Array, policy: Sequence[str],
   one draw. With a draw per image, 32 augmented copies of one digit vary as
   much as 32 different digits, so D's minibatch std cannot see a collapsed
   G (measured on MNIST: copies 0.136 vs distinct 0.154 on D's std feature;
-  with shared draws 0.0001 vs 0.069), and the MNIST generator collapsed.
+  with shared draws 0.0001 vs 0.069). Sharing draws alone did not stop the
+  MNIST generator's collapse (docs/plug_and_play.md).
   """
   check_policy(policy)
   keys = jax.random.split(key, len(POLICIES))
