@@ -7,8 +7,7 @@ a generator that ignores its latent falls towards 0).
       --overrides '{"lr": 0.001, "d_lr": 0.001}' --steps 400 --every 50
 
 Appends one JSON line per variant to `--out`. Steps exactly as
-`sca_jax.gan.trainer.train` takes them (batch, latents and augmentation
-from `fold_in(key, step)`, lazy R1 on every `r1_every`-th step), without
+`sca_jax.gan.trainer.train` takes them (`Setup.train_step`), without
 checkpoints or evaluations; single-threaded, ~5 min per 250 steps on one
 core at the default widths. Used in docs/plug_and_play.md (session 5).
 """
@@ -30,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sca_jax import config_lib
-from sca_jax.data import make_splits
+from sca_jax.gan import quality
+from sca_jax.gan import run as gan_run
 from sca_jax.gan import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -46,24 +45,24 @@ def probe(cfg: trainer.GanConfig, train_NHWC: np.ndarray, steps: int,
   z = jax.random.normal(jax.random.key(5), (64, cfg.z_dim))
 
   @jax.jit
-  def spread(g, g_rest):
+  def render(g, g_rest):
     gen = nnx.merge(setup.g_graph, g, g_rest)
-    x = gen.synthesis(gen.mapping(z, None))
-    return x.std(0).mean(), x.mean()
+    return gen.synthesis(gen.mapping(z, None))
 
-  s, mu = spread(state["g"], state["g_rest"])
-  history = [dict(step=0, spread=float(s), mean=float(mu))]
+  def entry(step: int, **extra) -> dict:
+    x = np.asarray(render(state["g"], state["g_rest"]))
+    return dict(step=step, spread=quality.pixel_spread(x),
+                mean=float(x.mean()), **extra)
+
+  history = [entry(0)]
   losses, start = [], time.time()
   for step in range(steps):
-    state, m = setup.step(state, data, setup.key, jnp.int32(step),
-                          jnp.bool_((step + 1) % cfg.r1_every == 0))
+    state, m = setup.train_step(state, data, step)
     losses.append((float(m["d_loss"]), float(m["g_loss"])))
     if (step + 1) % every == 0:
-      s, mu = spread(state["g"], state["g_rest"])
       d, g = np.mean(losses[-every:], axis=0)
-      history.append(dict(step=step + 1, spread=float(s), mean=float(mu),
-                          d_loss=float(d), g_loss=float(g),
-                          wall_s=round(time.time() - start, 1)))
+      history.append(entry(step + 1, d_loss=float(d), g_loss=float(g),
+                           wall_s=round(time.time() - start, 1)))
       log(history[-1])
       if not np.isfinite(d):
         break
@@ -88,9 +87,8 @@ def main(argv=None) -> dict:
     p.error(f"--overrides: {e}")
   if args.steps < 1 or args.every < 1:
     p.error("--steps and --every must be >= 1")
-  exp = config_lib.get_config(None, name="no_defense", dataset=args.dataset)
-  aux = make_splits(exp.data, 0).aux_x
-  train_x, _ = trainer.pad_to_power_of_two(aux[:-args.holdout])
+  _, _, train_x, _ = gan_run.auxiliary_images(args.dataset,
+                                             holdout=args.holdout)
   real = float(train_x[:64].std(0).mean())
   print(f"{args.name}: {json.loads(args.overrides)}, real spread {real:.3f}",
         flush=True)

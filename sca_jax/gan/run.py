@@ -69,10 +69,11 @@ def write_grid(path: Path, images: np.ndarray, cols: int = 8) -> None:
              vmax=1.0)
 
 
-def run(cfg: trainer.GanConfig, dataset: str, out: Path,
-        data_dir: str | None = None, split_seed: int = 0,
-        holdout: int = 2000) -> dict[str, Any]:
-  """Trains (or resumes) the generator of `dataset` into `out`."""
+def auxiliary_images(dataset: str, data_dir: str | None = None,
+                     split_seed: int = 0, holdout: int = 2000):
+  """(experiment config, splits, training images padded to [-1, 1] powers
+  of two, their crop): the attacker's auxiliary split less its last
+  `holdout` images."""
   exp = config_lib.get_config(None, name="no_defense", dataset=dataset)
   if data_dir:
     exp.data.data_dir = data_dir
@@ -81,7 +82,16 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
   if not 2 <= holdout < len(aux) // 2:
     raise ValueError(f"holdout={holdout} must be in [2, {len(aux) // 2}) "
                      f"(the auxiliary split has {len(aux)} images)")
-  train_x, crop = trainer.pad_to_power_of_two(aux[:-holdout])
+  return (exp, splits, *trainer.pad_to_power_of_two(aux[:-holdout]))
+
+
+def run(cfg: trainer.GanConfig, dataset: str, out: Path,
+        data_dir: str | None = None, split_seed: int = 0,
+        holdout: int = 2000) -> dict[str, Any]:
+  """Trains (or resumes) the generator of `dataset` into `out`."""
+  exp, splits, train_x, crop = auxiliary_images(dataset, data_dir,
+                                                split_seed, holdout)
+  aux = splits.aux_x
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   print(f"{len(train_x)} auxiliary images {aux.shape[1:]} -> "

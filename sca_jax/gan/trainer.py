@@ -164,6 +164,12 @@ class Setup:
     """The EMA generator (what gets saved and evaluated)."""
     return nnx.merge(self.g_graph, state["g_ema"], state["g_rest"])
 
+  def train_step(self, state, data_NHWC, step: int):
+    """Step `step` of a run (its randomness from `fold_in(key, step)`),
+    with lazy R1 on every `r1_every`-th step."""
+    return self.step(state, data_NHWC, self.key, jnp.int32(step),
+                     jnp.bool_((step + 1) % self.cfg.r1_every == 0))
+
   def _step(self, state, data_NHWC, key, step, r1):
     """One D then one G step; `r1` (a traced bool) adds the lazy R1 term.
 
@@ -313,8 +319,7 @@ def train(cfg: GanConfig, data_NHWC: np.ndarray, out_dir: str | Path, *,
       if cfg.minutes and time.time() - t0 > cfg.minutes * 60:
         log(f"time budget of {cfg.minutes} min reached")
         break
-      state, m = setup.step(state, data, setup.key, jnp.int32(step),
-                            jnp.bool_((step + 1) % cfg.r1_every == 0))
+      state, m = setup.train_step(state, data, step)
       step, n_log = step + 1, n_log + 1
       d_loss, g_loss = float(m["d_loss"]), float(m["g_loss"])
       if not (math.isfinite(d_loss) and math.isfinite(g_loss)
