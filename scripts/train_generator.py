@@ -20,6 +20,13 @@ from sca_jax.gan import run
 from sca_jax.gan import trainer
 
 
+def _bool(text: str) -> bool:
+  # argparse's type=bool would read "False" as True.
+  if text.lower() not in ("true", "false", "1", "0"):
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+  return text.lower() in ("true", "1")
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="mnist")
@@ -37,7 +44,9 @@ def main(argv=None) -> None:
                  help="only copy the run's quality history and latest sample "
                       "grid here (e.g. results/generator), then exit")
   for f in dataclasses.fields(trainer.GanConfig):
-    p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
+    kind = type(f.default)
+    p.add_argument(f"--{f.name}", type=_bool if kind is bool else kind,
+                   default=f.default)
   args = vars(p.parse_args(argv))
   cfg = trainer.GanConfig(**{f.name: args[f.name] for f in
                              dataclasses.fields(trainer.GanConfig)})

@@ -95,3 +95,20 @@ def test_pad_to_power_of_two():
   np.testing.assert_array_equal(x[:, 2:30, 2:30], 1.0)
   x, crop = trainer.pad_to_power_of_two(np.zeros((1, 16, 16, 3)))
   assert x.shape == (1, 16, 16, 3) and crop is None
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_d_sees_fakes_clipped_to_the_data_range(clip):
+  setup = trainer.get_setup(dataclasses.replace(TINY, clip_fakes=clip), 8, 1)
+  state = setup.initial_state
+  # Scaled-up toRGB weights push the raw output far outside [-1, 1].
+  g = jax.tree_util.tree_map_with_path(
+      lambda path, v: v * 50 if "torgb" in jax.tree_util.keystr(path) else v,
+      state["g"])
+  x, _ = setup.fakes(g, state["g_rest"], jax.random.key(0), 8)
+  x = np.asarray(x)
+  assert np.isfinite(x).all()
+  if clip:
+    assert x.min() >= -1.0 and x.max() <= 1.0 and (np.abs(x) == 1).any()
+  else:
+    assert np.abs(x).max() > 1.0

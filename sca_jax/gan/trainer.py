@@ -6,7 +6,8 @@ discriminator of `discriminator.py` with minibatch std, non-saturating
 logistic loss, lazy R1 every `r1_every` steps (gamma from the ADA heuristic
 unless given; D's Adam rescaled for the interval as the official code does),
 Adam (0, 0.99), an EMA of G whose half-life ramps up with the images seen,
-and DiffAugment (translation + cutout) on every image D sees.
+and DiffAugment (translation + cutout) on every image D sees. Unlike the
+official loop, D sees G's images clipped to [-1, 1] (`clip_fakes`).
 
 Every step draws its batch, latents and augmentation from
 fold_in(key, step), so a resumed run continues exactly as an uninterrupted
@@ -67,6 +68,11 @@ class GanConfig:
   augment: str = "translation,cutout"  # DiffAugment ops ('' for none)
   augment_strength: float = 1.0
   augment_fill: float = -1.0     # DiffAugment's fill: the [-1, 1] background
+  # D sees G's images clipped to [-1, 1], as the attack renders them
+  # (`generator.render`). Unclipped, G cannot make MNIST's background
+  # exactly -1 (as ~80% of real pixels are), D tells fakes by it, and G
+  # collapses to near-blank images (docs/plug_and_play.md, session 6).
+  clip_fakes: bool = True
   steps: int = 20_000
   minutes: float = 0.0           # wall-time budget of this call (0: none)
   seed: int = 0
@@ -164,6 +170,15 @@ class Setup:
     """The EMA generator (what gets saved and evaluated)."""
     return nnx.merge(self.g_graph, state["g_ema"], state["g_rest"])
 
+  def fakes(self, g_params, g_rest, key: jax.Array, n: int
+            ) -> tuple[jax.Array, jax.Array]:
+    """n images of raw G as D sees them (clipped if `clip_fakes`), and
+    their ws."""
+    gen = nnx.merge(self.g_graph, g_params, g_rest)
+    ws = gen.mapping(jax.random.normal(key, (n, self.cfg.z_dim)), None)
+    x = gen.synthesis(ws)
+    return (jnp.clip(x, -1.0, 1.0) if self.cfg.clip_fakes else x), ws
+
   def train_step(self, state, data_NHWC, step: int):
     """Step `step` of a run (its randomness from `fold_in(key, step)`),
     with lazy R1 on every `r1_every`-th step."""
@@ -187,11 +202,7 @@ class Setup:
     real = data_NHWC[jax.random.randint(k_real, (batch,), 0,
                                         data_NHWC.shape[0])]
 
-    def generate(g_params, k):
-      gen = nnx.merge(self.g_graph, g_params, state["g_rest"])
-      ws = gen.mapping(jax.random.normal(k, (batch, cfg.z_dim)), None)
-      return gen.synthesis(ws), ws
-
+    generate = lambda g, k: self.fakes(g, state["g_rest"], k, batch)
     fake = jax.lax.stop_gradient(generate(state["g"], k_zd)[0])
 
     def d_loss_fn(d_params):
