@@ -5,6 +5,8 @@ a generator that ignores its latent falls towards 0).
 
   python scripts/gan_collapse_probe.py --name lr1e-3 \\
       --overrides '{"lr": 0.001, "d_lr": 0.001}' --steps 400 --every 50
+  # control: the same loop, D and losses with a plain DCGAN generator
+  python scripts/gan_collapse_probe.py --name dcgan --generator dcgan
 
 Appends one JSON line per variant to `--out`. Steps exactly as
 `sca_jax.gan.trainer.train` takes them (`Setup.train_step`), without
@@ -35,11 +37,61 @@ from sca_jax.gan import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
+class _NoMapping(nnx.Module):
+  """w = z, with the `w_avg` buffer the trainer updates."""
+
+  def __init__(self, z_dim: int):
+    self.w_avg = nnx.Variable(jnp.zeros((z_dim,)))
+
+  def __call__(self, z: jax.Array, c: None) -> jax.Array:
+    del c
+    return z[:, None, :]
+
+
+class _DCGANSynthesis(nnx.Module):
+  """Dense to 4x4, then stride-2 transposed convolutions, tanh."""
+
+  def __init__(self, z_dim: int, resolution: int, channels: int, width: int,
+               rngs: nnx.Rngs):
+    self.width, self.ups = width, int(np.log2(resolution)) - 2
+    self.fc = nnx.Linear(z_dim, 16 * width * 2 ** (self.ups - 1), rngs=rngs)
+    self.convs = nnx.List([
+        nnx.ConvTranspose(width * 2 ** (self.ups - 1 - i),
+                          channels if i == self.ups - 1
+                          else width * 2 ** (self.ups - 2 - i),
+                          (4, 4), (2, 2), rngs=rngs)
+        for i in range(self.ups)])
+
+  def __call__(self, ws: jax.Array) -> jax.Array:
+    h = self.fc(ws[:, 0]).reshape(ws.shape[0], 4, 4, -1)
+    for conv in self.convs:
+      h = conv(jax.nn.leaky_relu(h, 0.2))
+    return jnp.tanh(h)
+
+
+class DCGAN(nnx.Module):
+  """A plain DCGAN generator with the StyleGAN2 port's interface (control
+  for the loop: same D, losses, optimiser, augmentation)."""
+
+  def __init__(self, z_dim: int, resolution: int, channels: int,
+               width: int = 32, *, rngs: nnx.Rngs):
+    self.mapping = _NoMapping(z_dim)
+    self.synthesis = _DCGANSynthesis(z_dim, resolution, channels, width, rngs)
+
+
 def probe(cfg: trainer.GanConfig, train_NHWC: np.ndarray, steps: int,
-          every: int, log=print) -> list[dict]:
+          every: int, log=print, generator: str = "stylegan2") -> list[dict]:
   """Trains `steps` steps; every `every`: pixel spread and mean of 64
-  samples of the raw generator, mean D and G loss since the last entry."""
-  setup = trainer.Setup(cfg, train_NHWC.shape[1], train_NHWC.shape[3])
+  samples of the raw generator, mean D and G loss since the last entry.
+  generator: 'stylegan2' (the port, sized by cfg) or 'dcgan' (control)."""
+  res, ch = train_NHWC.shape[1], train_NHWC.shape[3]
+  make = None
+  if generator == "dcgan":
+    make = lambda rngs: DCGAN(cfg.z_dim, res, ch, rngs=rngs)
+  elif generator != "stylegan2":
+    raise ValueError(f"generator must be stylegan2 or dcgan, got "
+                     f"{generator!r}")
+  setup = trainer.Setup(cfg, res, ch, make_generator=make)
   state = jax.tree.map(jnp.copy, setup.initial_state)
   data = jnp.asarray(train_NHWC)
   z = jax.random.normal(jax.random.key(5), (64, cfg.z_dim))
@@ -74,6 +126,8 @@ def main(argv=None) -> dict:
   p.add_argument("--name", required=True)
   p.add_argument("--overrides", default="{}",
                  help="JSON object of GanConfig fields")
+  p.add_argument("--generator", default="stylegan2",
+                 choices=("stylegan2", "dcgan"))
   p.add_argument("--dataset", default="mnist")
   p.add_argument("--holdout", type=int, default=2000)
   p.add_argument("--steps", type=int, default=400)
@@ -93,9 +147,10 @@ def main(argv=None) -> dict:
   print(f"{args.name}: {json.loads(args.overrides)}, real spread {real:.3f}",
         flush=True)
   record = dict(name=args.name, overrides=json.loads(args.overrides),
-                dataset=args.dataset, real_spread=real,
+                generator=args.generator, dataset=args.dataset,
+                real_spread=real,
                 history=probe(cfg, train_x, args.steps, args.every,
-                              lambda e: print(e, flush=True)))
+                              lambda e: print(e, flush=True), args.generator))
   with args.out.open("a") as f:
     f.write(json.dumps(record) + "\n")
   return record

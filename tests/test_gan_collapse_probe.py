@@ -30,3 +30,14 @@ def test_bad_overrides_are_named(capsys):
     gan_collapse_probe.main(["--name", "x", "--overrides",
                              json.dumps(dict(no_such_field=1))])
   assert "--overrides" in capsys.readouterr().err
+
+
+def test_dcgan_control_runs_the_same_loop():
+  x = np.random.default_rng(0).uniform(-1, 1, (16, 16, 16, 1)).astype("f4")
+  history = gan_collapse_probe.probe(trainer.GanConfig(**TINY), x, 2, 2,
+                                     log=lambda e: None, generator="dcgan")
+  assert [h["step"] for h in history] == [0, 2]
+  assert history[-1]["spread"] > 0 and np.isfinite(history[-1]["d_loss"])
+  with pytest.raises(ValueError, match="stylegan2 or dcgan"):
+    gan_collapse_probe.probe(trainer.GanConfig(**TINY), x, 1, 1,
+                             generator="biggan")

@@ -141,14 +141,20 @@ def generator_kwargs(cfg: GanConfig, resolution: int, channels: int
 class Setup:
   """Networks, optimisers, the initial state and the jitted train step."""
 
-  def __init__(self, cfg: GanConfig, resolution: int, channels: int):
+  def __init__(self, cfg: GanConfig, resolution: int, channels: int,
+               make_generator: Callable[[nnx.Rngs], nnx.Module] | None = None):
+    """make_generator: another G for diagnostics (same interface as the
+    StyleGAN2 port: `.mapping(z, None)` with a `w_avg` buffer, and
+    `.synthesis(ws)`); default the port, sized by `cfg`."""
     cfg.validate()
     self.cfg, self.resolution = cfg, resolution
-    sg2 = import_stylegan2()
+    if make_generator is None:
+      sg2 = import_stylegan2()
+      kwargs = generator_kwargs(cfg, resolution, channels)
+      make_generator = lambda rngs: sg2.Generator(**kwargs, rngs=rngs)
     k_g, k_d, self.key = jax.random.split(jax.random.key(cfg.seed), 3)
-    kwargs = generator_kwargs(cfg, resolution, channels)
     # One compiled initialiser instead of hundreds of eager dispatches.
-    gen = nnx.jit(lambda k: sg2.Generator(**kwargs, rngs=nnx.Rngs(k)))(k_g)
+    gen = nnx.jit(lambda k: make_generator(nnx.Rngs(k)))(k_g)
     disc = nnx.jit(lambda k: Discriminator(
         resolution, channels, cfg.d_channel_base, cfg.d_channel_max,
         cfg.mbstd_group, rngs=nnx.Rngs(k)))(k_d)
