@@ -11,6 +11,7 @@ target's input: [0, 1], centre crop, resize, grey <-> RGB.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,19 @@ def check_generator_path(path: Any, field: str) -> Path:
                             f"generator (no config.json and params/ there); "
                             f"{hint}")
   return p
+
+
+def digest(path: str | Path) -> str:
+  """SHA-256 over a saved generator's config.json and params/ files: a
+  retrained or replaced generator at the same path gets a new digest."""
+  root = Path(path).expanduser()
+  h = hashlib.sha256()
+  files = [root / "config.json"] + sorted(
+      f for f in (root / "params").rglob("*") if f.is_file())
+  for f in files:
+    h.update(str(f.relative_to(root)).encode() + b"\0")
+    h.update(f.read_bytes())
+  return h.hexdigest()
 
 
 def saved_source(path: str | Path) -> dict[str, Any]:

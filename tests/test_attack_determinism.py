@@ -111,3 +111,17 @@ def test_a_rerun_takes_finished_attacks_from_their_files(
   assert calls == ["end_to_end", "split"]
   run()
   assert calls == ["end_to_end", "split"] * 2
+  # What an attack reads besides its config (Plug-&-Play: the generator's
+  # weights) is part of the identity: changed inputs attack again.
+  calls.clear()
+  inputs = ["generator A"]
+  monkeypatch.setitem(  # pylint: disable=protected-access
+      attacks.ATTACKS._items, "split", dataclasses.replace(
+          attacks.ATTACKS.get("split"), inputs_id=lambda cfg: inputs[0]))
+  latest = dict(target_id, step=4)  # end_to_end is kept from that run
+  run(target_id=latest)
+  run(target_id=latest)
+  assert calls == ["split"]
+  inputs[0] = "generator B"
+  run(target_id=latest)
+  assert calls == ["split", "split"]

@@ -43,13 +43,13 @@ def test_poincare_loss_matches_numpy():
                              _poincare_numpy(logits, labels), rtol=1e-4)
 
 
-def _random_generator():
+def _random_generator(seed=0):
   """Random NumPy weights on abstract shapes: `Generator(rngs=...)` compiles
   every initialiser separately, which takes a minute on a busy CPU."""
   sg2 = import_stylegan2()
   graphdef, state = nnx.split(nnx.eval_shape(
       lambda: sg2.Generator(**TINY_G, rngs=nnx.Rngs(0))))
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
   flat = traverse_util.flatten_dict(nnx.to_pure_dict(state), sep=".")
   values = {}
   for name, spec in flat.items():
@@ -133,6 +133,21 @@ def test_missing_generator_fails_before_compute(setup, tmp_path, monkeypatch):
     pnp.run(cfg, model, splits, None, tmp_path, jax.random.key(0))
   assert "plug_and_play" in attacks.ATTACKS
   attacks.default_config()  # still valid without a generator
+
+
+def test_finished_attacks_are_stamped_with_the_generator_weights(
+    setup, tmp_path):
+  gen_dir = setup[0]
+  ident = attacks.ATTACKS.get("plug_and_play").inputs_id
+  first = ident(_cfg(gen_dir))
+  assert first == ident(_cfg(gen_dir))  # reading does not change it
+  other = stylegan.save_generator(_random_generator(seed=1), tmp_path / "g")
+  assert ident(_cfg(other)) != first
+  # A generator retrained in place (same folder) gets a new identity.
+  params = sorted(f for f in (other / "params").rglob("*") if f.is_file())
+  before = ident(_cfg(other))
+  params[-1].write_bytes(params[-1].read_bytes() + b"\0")
+  assert ident(_cfg(other)) != before
 
 
 def test_augment_keeps_shape_and_range():

@@ -150,9 +150,11 @@ def run_attacks(config: ml_collections.ConfigDict, model, splits,
   for k, (name, cfg) in enumerate(cfgs.items(), 1):
     print(_progress(k, len(cfgs), name, time.time() - t0), flush=True)
     judge = config.get("eval_classifier", None)
+    inputs_id = ATTACKS.get(name).inputs_id
     stamp = None if target_id is None else _json({
         "target": target_id, "attack": name, "config": cfg.to_dict(),
-        "eval_classifier": judge.to_dict() if judge is not None else None})
+        "eval_classifier": judge.to_dict() if judge is not None else None,
+        **({"inputs": inputs_id(cfg)} if inputs_id is not None else {})})
     kept = _kept_results(Path(workdir), name, stamp)
     if kept is not None:
       print(f"  {name}: finished earlier, results from attacks/{name}.json",

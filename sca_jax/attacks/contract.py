@@ -69,6 +69,10 @@ class AttackSpec:
                         None] | None = None
   # Overrides of the paper's protocol (`config_lib`, protocol "paper").
   paper_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # Identity of what the attack reads besides its config (e.g. a
+  # generator's weights): part of a finished attack's stamp, so a rerun
+  # after those change attacks again instead of keeping old numbers.
+  inputs_id: Callable[[ml_collections.ConfigDict], Any] | None = None
 
 
 def attack_config(name: str, overrides: Any = None

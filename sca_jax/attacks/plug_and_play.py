@@ -314,6 +314,13 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
       total_time_s=time.time() - t0, config=cfg.to_dict())
 
 
+def _generator_id(cfg: ml_collections.ConfigDict) -> dict[str, str]:
+  path = gen_lib.check_generator_path(cfg.generator_path,
+                                      f"attack.{NAME}.generator_path")
+  return {"generator_sha256": gen_lib.digest(path)}
+
+
 ATTACKS.register(NAME)(AttackSpec(
     NAME, "Plug-&-Play: optimise StyleGAN2 latents against the target",
-    dict(DEFAULTS), run, _check, paper_overrides=PAPER_OVERRIDES))
+    dict(DEFAULTS), run, _check, paper_overrides=PAPER_OVERRIDES,
+    inputs_id=_generator_id))
