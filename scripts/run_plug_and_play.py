@@ -6,8 +6,9 @@
 
 Each cell of a sweep (`python -m sca_jax.sweep`; its workdir
 `<sweep_root>/<cell>` holds the trained target and the sweep's cell.json) has
-its checkpoints copied to `<sweep_root>/pnp/<cell>` (the original workdir and
-its results.json stay untouched), and `experiment.run` evaluates the restored
+its checkpoints copied to `<work_root>/<cell>` (default `<sweep_root>_pnp`,
+beside the sweep, so `sweep collect` never takes these runs for cells of
+the grid; the original workdir and its results.json stay untouched), and `experiment.run` evaluates the restored
 target (`train.skip`) under the cell's config with
 `config.attacks = ("plug_and_play",)`. Writes `<out>.md/.csv` (attack
 accuracy, FID, nearest-image PSNR/SSIM, each beside the random-sample floor)
@@ -50,6 +51,8 @@ def main() -> None:
                   help="comma list of cell names (directories below the root)")
   ap.add_argument("--dataset", default="mnist")
   ap.add_argument("--generator", required=True, help="generator folder")
+  ap.add_argument("--work_root", default=None,
+                  help="where the attacked copies go; default <sweep_root>_pnp")
   ap.add_argument("--data_dir")
   ap.add_argument("--override", action="append", default=[],
                   help="attack.plug_and_play field=value (repeatable)")
@@ -58,6 +61,9 @@ def main() -> None:
   args = ap.parse_args()
   out = Path(args.out or ROOT / "results" / f"plug_and_play_{args.dataset}")
   generator = str(Path(args.generator).expanduser().absolute())
+  sweep_root = Path(args.sweep_root).absolute()
+  work_root = Path(args.work_root or sweep_root.with_name(
+      sweep_root.name + "_pnp"))
   rows = []
   for run in [r.strip() for r in args.cells.split(",") if r.strip()]:
     trained = Path(args.sweep_root) / run
@@ -71,6 +77,8 @@ def main() -> None:
       c.data.data_dir = args.data_dir
     c.train.skip = True
     c.attacks = ("plug_and_play",)
+    if "umap" in c:
+      c.umap = False  # the grid's cell drew them already
     c.attack.plug_and_play.generator_path = generator
     for item in args.override:
       k, _, v = item.partition("=")
@@ -78,7 +86,7 @@ def main() -> None:
     if not (trained / "checkpoints").is_dir():
       raise FileNotFoundError(f"{trained}/checkpoints: train the target "
                               "first (python -m sca_jax.sweep)")
-    workdir = Path(args.sweep_root) / "pnp" / run
+    workdir = work_root / run
     if not workdir.exists():
       workdir.mkdir(parents=True)
       shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
