@@ -57,9 +57,9 @@ def main() -> None:
   ap.add_argument("--override", action="append", default=[],
                   help="attack.plug_and_play field=value (repeatable)")
   ap.add_argument("--out", default=None, help="default "
-                  "results/plug_and_play_<dataset>")
+                  "results/plug_and_play/<dataset>")
   args = ap.parse_args()
-  out = Path(args.out or ROOT / "results" / f"plug_and_play_{args.dataset}")
+  out = Path(args.out or ROOT / "results" / "plug_and_play" / args.dataset)
   generator = str(Path(args.generator).expanduser().absolute())
   sweep_root = Path(args.sweep_root).absolute()
   work_root = Path(args.work_root or sweep_root.with_name(
