@@ -8,8 +8,9 @@ Each cell of a sweep (`python -m sca_jax.sweep`; its workdir
 `<sweep_root>/<cell>` holds the trained target and the sweep's cell.json) has
 its checkpoints copied to `<work_root>/<cell>` (default `<sweep_root>_pnp`,
 beside the sweep, so `sweep collect` never takes these runs for cells of
-the grid; the original workdir and its results.json stay untouched), and `experiment.run` evaluates the restored
-target (`train.skip`) under the cell's config with
+the grid; the original workdir and its results.json stay untouched), and
+`experiment.run` evaluates the restored target (`train.skip`) under the
+cell's config with
 `config.attacks = ("plug_and_play",)`. Writes `<out>.md/.csv` (attack
 accuracy, FID, nearest-image PSNR/SSIM, each beside the random-sample floor)
 and `<out>_grids/<cell>.png`.
