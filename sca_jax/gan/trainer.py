@@ -70,7 +70,7 @@ class GanConfig:
   augment_fill: float = -1.0     # DiffAugment's fill: the [-1, 1] background
   # D sees G's images clipped to [-1, 1], as the attack renders them
   # (`generator.render`). Unclipped, G cannot make MNIST's background
-  # exactly -1 (as ~80% of real pixels are), D tells fakes by it, and G
+  # exactly -1 (as 85% of real pixels are), D tells fakes by it, and G
   # collapses to near-blank images (docs/plug_and_play.md, session 6).
   clip_fakes: bool = True
   steps: int = 20_000
