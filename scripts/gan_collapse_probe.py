@@ -53,7 +53,7 @@ class _DCGANSynthesis(nnx.Module):
 
   def __init__(self, z_dim: int, resolution: int, channels: int, width: int,
                rngs: nnx.Rngs):
-    self.width, self.ups = width, int(np.log2(resolution)) - 2
+    self.ups = int(np.log2(resolution)) - 2
     self.fc = nnx.Linear(z_dim, 16 * width * 2 ** (self.ups - 1), rngs=rngs)
     self.convs = nnx.List([
         nnx.ConvTranspose(width * 2 ** (self.ups - 1 - i),
