@@ -67,7 +67,7 @@ def main() -> None:
       sweep_root.name + "_pnp"))
   rows = []
   for run in [r.strip() for r in args.cells.split(",") if r.strip()]:
-    trained = Path(args.sweep_root) / run
+    trained = sweep_root / run
     if not (trained / sweep_cells.CELL_FILE).is_file():
       raise FileNotFoundError(f"{trained}/{sweep_cells.CELL_FILE}: not a cell "
                               "of a sweep (python -m sca_jax.sweep)")
