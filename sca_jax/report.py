@@ -200,7 +200,8 @@ def summary_markdown(summary: list[dict[str, Any]]) -> str:
       "whose nearest original is their own): lower is a better defense; "
       "FID: higher is. Floors: the mean auxiliary image, the class-mean "
       "auxiliary image, and the retrieval oracle (the nearest same-class "
-      "auxiliary image to the true one).")
+      "auxiliary image to the true one); for Plug-&-Play, as many random "
+      "generator samples, unoptimised.")
   return "\n".join(lines)
 
 

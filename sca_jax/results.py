@@ -20,7 +20,9 @@ Metrics are found, not listed: every entry of an attack recorded as a
 statistic (a dict with "mean": psnr, ssim, attack_accuracy, any new one), the
 scalar FID and the re-identification rates (`reid_pixel`, `reid_feature`),
 each also as `<metric>_floor` (the mean-image attacker's score) and
-`<metric>_floor_<name>` (the class-mean image and the retrieval oracle).
+`<metric>_floor_<name>` (the class-mean image and the retrieval oracle; an
+attack with only its own named floor, as Plug-&-Play's random generator
+samples, gives `<metric>_floor_<that name>`).
 A sweep also writes `cell.json` beside it (the cell's axis labels), which
 names the target (e.g. `sca_lam0.1`); without it the target is the run's
 directory below the root, less data set and seed parts, or the defense.
@@ -94,8 +96,12 @@ def attack_metrics(attack: dict[str, Any]) -> dict[str, float]:
   """{metric: value} of one attack entry; the mean-image floor as
   `<metric>_floor`, the other floors as `<metric>_floor_<name>`."""
   out = _entry_metrics(attack)
-  out.update({f"{k}_floor": v
-              for k, v in _entry_metrics(attack.get("floor", {})).items()})
+  floor = attack.get("floor", {})
+  # An attack without the image floors (Plug-&-Play) names its one floor
+  # (random generator samples): a table must not call it the mean image.
+  suffix = ("_floor" if attack.get("floors") or not floor.get("name")
+            else f"_floor_{floor['name']}")
+  out.update({f"{k}{suffix}": v for k, v in _entry_metrics(floor).items()})
   for name, floor in (attack.get("floors") or {}).items():
     if name != "mean_image":  # that one is `floor`
       out.update({f"{k}_floor_{name}": v

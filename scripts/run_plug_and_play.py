@@ -13,7 +13,9 @@ the grid; the original workdir and its results.json stay untouched), and
 cell's config with
 `config.attacks = ("plug_and_play",)`. Writes `<out>.md/.csv` (attack
 accuracy, FID, nearest-image PSNR/SSIM, each beside the random-sample floor)
-and `<out>_grids/<cell>.png`.
+and `<out>_grids/<cell>.png`; below the table, the same numbers over seeds
+(mean +- std, 95% bootstrap interval, paired difference to No-Defense) as
+`sweep report` writes them for the grid.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from sca_jax import experiment
 from sca_jax import report
+from sca_jax import results as results_lib
 from sca_jax import sweep_cells
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -114,6 +117,13 @@ def main() -> None:
   header = report.header_lines(f"Plug-&-Play on {args.dataset}")
   header.insert(3, f"- generator: `{generator}`: {json.dumps(source)}")
   report.write_table(rows, COLUMNS, out, header, FOOTER)
+  # Over seeds: mean +- std, bootstrap intervals and the paired difference
+  # to No-Defense, as `sweep report` gives the grid (same reader, same code).
+  attacked = [r for r in results_lib.load_results(work_root)
+              if r["cell"] in {row["run"] for row in rows}]
+  summary = report.aggregate(attacked)
+  with out.with_suffix(".md").open("a") as f:
+    f.write("\n## Over seeds\n\n" + report.summary_markdown(summary) + "\n")
   print(f"wrote {out}.md/.csv and {out}_grids/")
 
 

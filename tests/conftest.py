@@ -173,3 +173,39 @@ def toy_labelled_images(n: int, class_probs: tuple[float, ...]
   x = (rng.random((n, 28, 28, 1)) < 0.1 + 0.3 * y[:, None, None, None]
        / (k - 1)).astype(np.float32)
   return x, y
+
+
+# A StyleGAN2 small enough to build and run in a second.
+TINY_G = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+              mapping_kwargs=dict(num_layers=2),
+              synthesis_kwargs=dict(channel_base=64, channel_max=8))
+
+
+def random_generator(seed: int = 0):
+  """Random NumPy weights on abstract shapes: `Generator(rngs=...)` compiles
+  every initialiser separately, which takes a minute on a busy CPU."""
+  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp
+  from flax import nnx, traverse_util
+  from sca_jax.convert import import_stylegan2
+  sg2 = import_stylegan2()
+  graphdef, state = nnx.split(nnx.eval_shape(
+      lambda: sg2.Generator(**TINY_G, rngs=nnx.Rngs(0))))
+  rng = np.random.default_rng(seed)
+  flat = traverse_util.flatten_dict(nnx.to_pure_dict(state), sep=".")
+  values = {}
+  for name, spec in flat.items():
+    if name.endswith("resample_filter"):
+      v = np.full(spec.shape, 1.0 / np.prod(spec.shape))  # a box low-pass
+    elif name.endswith("w_avg"):
+      v = np.zeros(spec.shape)
+    elif name.endswith("bias"):
+      # Official init: affine biases 1 (unit styles), other biases 0.
+      v = np.full(spec.shape, 1.0 if ".affine." in name else 0.0)
+    else:
+      v = rng.normal(size=spec.shape)
+      if ".torgb." in name:
+        v = 0.3 * v  # keep images mostly inside [-1, 1] (no clip dead zone)
+    values[name] = jnp.asarray(v, spec.dtype)
+  nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(values, sep="."))
+  return nnx.merge(graphdef, state)

@@ -7,22 +7,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import random_generator
 from flax import nnx
-from flax import traverse_util
 
 from sca_jax import attacks
 from sca_jax import evaluation
 from sca_jax.attacks import plug_and_play as pnp
 from sca_jax.attacks import pnp_latents
 from sca_jax.attacks.contract import attack_config
-from sca_jax.convert import import_stylegan2
 from sca_jax.convert import stylegan
 from sca_jax.data.splits import Splits
 from sca_jax.models import build_model
 
-TINY_G = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
-              mapping_kwargs=dict(num_layers=2),
-              synthesis_kwargs=dict(channel_base=64, channel_max=8))
 NUM_CLASSES = 3
 
 
@@ -43,35 +39,9 @@ def test_poincare_loss_matches_numpy():
                              _poincare_numpy(logits, labels), rtol=1e-4)
 
 
-def _random_generator(seed=0):
-  """Random NumPy weights on abstract shapes: `Generator(rngs=...)` compiles
-  every initialiser separately, which takes a minute on a busy CPU."""
-  sg2 = import_stylegan2()
-  graphdef, state = nnx.split(nnx.eval_shape(
-      lambda: sg2.Generator(**TINY_G, rngs=nnx.Rngs(0))))
-  rng = np.random.default_rng(seed)
-  flat = traverse_util.flatten_dict(nnx.to_pure_dict(state), sep=".")
-  values = {}
-  for name, spec in flat.items():
-    if name.endswith("resample_filter"):
-      v = np.full(spec.shape, 1.0 / np.prod(spec.shape))  # a box low-pass
-    elif name.endswith("w_avg"):
-      v = np.zeros(spec.shape)
-    elif name.endswith("bias"):
-      # Official init: affine biases 1 (unit styles), other biases 0.
-      v = np.full(spec.shape, 1.0 if ".affine." in name else 0.0)
-    else:
-      v = rng.normal(size=spec.shape)
-      if ".torgb." in name:
-        v = 0.3 * v  # keep images mostly inside [-1, 1] (no clip dead zone)
-    values[name] = jnp.asarray(v, spec.dtype)
-  nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(values, sep="."))
-  return nnx.merge(graphdef, state)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-  gen_dir = stylegan.save_generator(_random_generator(),
+  gen_dir = stylegan.save_generator(random_generator(),
                                     tmp_path_factory.mktemp("gen"))
   model = build_model(ml_collections.ConfigDict(dict(
       name="no_defense", features=(4, 6), kernel=5, strides=(2, 2),
@@ -141,7 +111,7 @@ def test_finished_attacks_are_stamped_with_the_generator_weights(
   ident = attacks.ATTACKS.get("plug_and_play").inputs_id
   first = ident(_cfg(gen_dir))
   assert first == ident(_cfg(gen_dir))  # reading does not change it
-  other = stylegan.save_generator(_random_generator(seed=1), tmp_path / "g")
+  other = stylegan.save_generator(random_generator(seed=1), tmp_path / "g")
   assert ident(_cfg(other)) != first
   # A generator retrained in place (same folder) gets a new identity.
   params = sorted(f for f in (other / "params").rglob("*") if f.is_file())

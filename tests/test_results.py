@@ -39,6 +39,17 @@ def test_attack_metrics_are_the_recorded_statistics_and_fid():
                  "reid_pixel_floor_retrieval_oracle": 0.75}
 
 
+def test_a_floor_other_than_the_image_floors_keeps_its_name():
+  # Plug-&-Play's floor is random generator samples, not the mean image.
+  ppa = {"attack_accuracy": _stat(0.9), "fid": 180.0,
+         "floor": {"attack_accuracy": _stat(0.1), "fid": 360.0,
+                   "name": "random_generator_samples"}}
+  assert results.attack_metrics(ppa) == {
+      "attack_accuracy": 0.9, "fid": 180.0,
+      "attack_accuracy_floor_random_generator_samples": 0.1,
+      "fid_floor_random_generator_samples": 360.0}
+
+
 def test_load_results_names_targets_and_reads_dp(tmp_path):
   cell = tmp_path / "mnist" / "sca_lam0.25" / "seed1"
   cell.mkdir(parents=True)

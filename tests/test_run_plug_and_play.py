@@ -1,0 +1,65 @@
+"""scripts/run_plug_and_play.py on a tiny trained sweep cell: the attacked
+copy goes beside the sweep (its cell stays as it was), and the table, the
+over-seeds summary with the generator-sample floor and the picture land
+under --out."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import random_generator
+
+from sca_jax import experiment
+from sca_jax import sweep_cells
+from sca_jax.convert import stylegan
+
+REPO = Path(__file__).resolve().parents[1]
+CELL = "mnist/no_defense/seed0"
+# tests/conftest.py tiny_config, as a sweep cell's overrides.
+TINY = {"data.max_train": 256, "data.max_test": 128, "data.max_aux": 256,
+        "defense.hidden": "(32,)", "train.epochs": 1, "train.batch_size": 32,
+        "train.eval_batch_size": 128, "eval_classifier.epochs": 1,
+        "attacks": "()", "seed": 0}
+PPA = {"search_space": 16, "candidates_per_class": 2, "keep_per_class": 2,
+       "steps": 2, "final_views": 2, "batch_size": 10, "grid_per_group": 2,
+       "flip": False}
+
+
+def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
+  sweep_root = tmp_path / "verdict"
+  trained = sweep_root / CELL
+  spec = f"{REPO / 'configs' / 'experiment.py'}:defense=no_defense,dataset=mnist"
+  overrides = dict(TINY, **{"data.data_dir": data_dir})
+  experiment.run(sweep_cells.load_config(spec, tuple(overrides.items())),
+                 trained)
+  (trained / sweep_cells.CELL_FILE).write_text(json.dumps({
+      "name": CELL, "config": spec, "overrides": overrides, "labels": {
+          "dataset": "mnist", "target": "no_defense", "seed": "seed0"}}))
+  before = sorted(p.name for p in trained.iterdir())
+  generator = stylegan.save_generator(random_generator(), tmp_path / "gen")
+  out = tmp_path / "results" / "mnist"
+
+  proc = subprocess.run(
+      [sys.executable, "scripts/run_plug_and_play.py",
+       f"--sweep_root={sweep_root}", f"--cells={CELL}",
+       f"--generator={generator}", f"--out={out}",
+       *[f"--override={k}={v}" for k, v in PPA.items()]],
+      cwd=REPO, capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+
+  attacked = tmp_path / "verdict_pnp" / CELL
+  res = json.loads((attacked / "results.json").read_text())
+  ppa = res["attacks"]["plug_and_play"]
+  assert ppa["config"]["steps"] == 2 and ppa["num_images"] == 20
+  assert sorted(p.name for p in trained.iterdir()) == before  # untouched
+  md = out.with_suffix(".md").read_text()
+  assert f"| {CELL} | " in md
+  assert f"{ppa['attack_accuracy']['mean']:.4g}" in md
+  summary = md.split("## Over seeds")[1]
+  assert "### mnist: plug_and_play" in summary
+  assert "| random_generator_samples |" in summary  # not "mean_image"
+  assert (out.parent / "mnist_grids" / "mnist_no_defense_seed0.png").is_file()
+  assert "run" in out.with_suffix(".csv").read_text().splitlines()[0]
