@@ -15,7 +15,9 @@ cell's config with
 accuracy, FID, nearest-image PSNR/SSIM, each beside the random-sample floor)
 and `<out>_grids/<cell>.png`; below the table, the same numbers over seeds
 (mean +- std, 95% bootstrap interval, paired difference to No-Defense) as
-`sweep report` writes them for the grid.
+`sweep report` writes them for the grid. `--table_only` runs nothing and
+rebuilds both from the attacked copies (e.g. after adding a cell), refusing
+a copy whose attack ran with other settings.
 """
 
 from __future__ import annotations
@@ -48,6 +50,24 @@ FOOTER = ("Per attack image: attack_accuracy by the independent evaluation "
           "softmax for the attacked class before and after optimisation.")
 
 
+def _finished(workdir: Path, want: dict) -> dict:
+  """The results.json of an attacked copy, if its Plug-&-Play attack ran
+  with the config `want`; else an error naming what differs."""
+  path = workdir / sweep_cells.RESULTS_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: not attacked yet (drop --table_only)")
+  res = json.loads(path.read_text())
+  done = res.get("attacks", {}).get("plug_and_play")
+  if done is None:
+    raise ValueError(f"{path}: no plug_and_play entry (drop --table_only)")
+  differ = sorted(k for k, v in want.items()
+                  if json.dumps(done["config"].get(k)) != json.dumps(v))
+  if differ:
+    raise ValueError(f"{path}: attacked with other settings "
+                     f"({', '.join(differ)}); drop --table_only to rerun")
+  return res
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--sweep_root", required=True)
@@ -62,6 +82,9 @@ def main() -> None:
                   help="attack.plug_and_play field=value (repeatable)")
   ap.add_argument("--out", default=None, help="default "
                   "results/plug_and_play/<dataset>")
+  ap.add_argument("--table_only", action="store_true",
+                  help="run nothing: tabulate the attacked copies already "
+                  "under --work_root (their attack config must match)")
   args = ap.parse_args()
   out = Path(args.out or ROOT / "results" / "plug_and_play" / args.dataset)
   generator = str(Path(args.generator).expanduser().absolute())
@@ -91,12 +114,15 @@ def main() -> None:
       raise FileNotFoundError(f"{trained}/checkpoints: train the target "
                               "first (python -m sca_jax.sweep)")
     workdir = work_root / run
-    if not workdir.exists():
+    if not workdir.exists() and not args.table_only:
       workdir.mkdir(parents=True)
       shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
       shutil.copy2(trained / "config.json", workdir / "config.json")
-    print(f"=== {run}", flush=True)
-    res = experiment.run(c, workdir)
+    if args.table_only:
+      res = _finished(workdir, c.attack.plug_and_play.to_dict())
+    else:
+      print(f"=== {run}", flush=True)
+      res = experiment.run(c, workdir)
     r = res["attacks"]["plug_and_play"]
     fl = r["floor"]
     rows.append({

@@ -1,7 +1,7 @@
 """scripts/run_plug_and_play.py on a tiny trained sweep cell: the attacked
 copy goes beside the sweep (its cell stays as it was), and the table, the
 over-seeds summary with the generator-sample floor and the picture land
-under --out."""
+under --out; `--table_only` rebuilds them without running anything."""
 
 import json
 import os
@@ -41,13 +41,17 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
   generator = stylegan.save_generator(random_generator(), tmp_path / "gen")
   out = tmp_path / "results" / "mnist"
 
-  proc = subprocess.run(
-      [sys.executable, "scripts/run_plug_and_play.py",
-       f"--sweep_root={sweep_root}", f"--cells={CELL}",
-       f"--generator={generator}", f"--out={out}",
-       *[f"--override={k}={v}" for k, v in PPA.items()]],
-      cwd=REPO, capture_output=True, text=True,
-      env=dict(os.environ, PYTHONPATH=str(REPO)))
+  def script(*extra, **ppa):
+    return subprocess.run(
+        [sys.executable, "scripts/run_plug_and_play.py",
+         f"--sweep_root={sweep_root}", f"--cells={CELL}",
+         f"--generator={generator}", f"--out={out}",
+         *[f"--override={k}={v}" for k, v in dict(PPA, **ppa).items()],
+         *extra],
+        cwd=REPO, capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+  proc = script()
   assert proc.returncode == 0, proc.stdout + proc.stderr
 
   attacked = tmp_path / "verdict_pnp" / CELL
@@ -63,3 +67,14 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
   assert "| random_generator_samples |" in summary  # not "mean_image"
   assert (out.parent / "mnist_grids" / "mnist_no_defense_seed0.png").is_file()
   assert "run" in out.with_suffix(".csv").read_text().splitlines()[0]
+
+  # The table again from the attacked copy, running nothing; a different
+  # setting is refused by name instead of tabulating the old attack.
+  table = out.with_suffix(".csv").read_text()
+  out.with_suffix(".csv").unlink()
+  proc = script("--table_only")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert "===" not in proc.stdout  # no experiment ran
+  assert out.with_suffix(".csv").read_text() == table
+  proc = script("--table_only", steps=3)
+  assert proc.returncode != 0 and "other settings (steps)" in proc.stderr
