@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -208,6 +208,24 @@ def save_class_grid(path: Path, x, y, near, psnr, classes, per_class: int,
   tmp.replace(path)
 
 
+def _over_batches(fn: Callable[[int, np.ndarray], jax.Array], n: int,
+                  bs: int, what: str | None, every_s: float = 60.0
+                  ) -> np.ndarray:
+  """`fn(i, pad)` over the padded batches of n items, concatenated; with
+  `what`, a progress line about once a minute (the target's passes over
+  thousands of augmented views take many minutes on a stride-1 SCA)."""
+  out, t0, last = [], time.time(), time.time()
+  chunks = list(pnp_latents.batches(n, bs))
+  for i, (idx, pad) in enumerate(chunks):
+    out.append(np.asarray(fn(i, pad))[:len(idx)])
+    if what and (time.time() - last > every_s or i + 1 == len(chunks)):
+      last = time.time()
+      rate = (i + 1) / (last - t0)
+      print(f"[{NAME}] {what}: batch {i + 1}/{len(chunks)} (ETA "
+            f"{(len(chunks) - i - 1) / rate:.0f}s)", flush=True)
+  return np.concatenate(out)
+
+
 def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
         evaluator: EvalClassifier, workdir: str | Path, key: jax.Array
         ) -> dict[str, Any]:
@@ -235,22 +253,20 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
         np.asarray(fns["images"](g_state, w_N[pad]))[:len(idx)]
         for idx, pad in pnp_latents.batches(len(w_N), bs)])
 
-  def conf(x_N, key, views, scale, ratio):
-    return np.concatenate([
-        np.asarray(fns["confidence"](t_state, x_N[pad], labels[pad],
-                                     jax.random.fold_in(key, i), views, scale,
-                                     ratio))[:len(idx)]
-        for i, (idx, pad) in enumerate(pnp_latents.batches(len(x_N), bs))])
+  def conf(x_N, key, views, scale, ratio, what=None):
+    return _over_batches(
+        lambda i, pad: fns["confidence"](t_state, x_N[pad], labels[pad],
+                                         jax.random.fold_in(key, i), views,
+                                         scale, ratio), len(x_N), bs, what)
 
   # 1. Initial selection.
   ws_all = pnp_latents.mapped(fns, g_state, k_search, int(cfg.search_space), gen.z_dim,
                    bs)
   x_all = render(ws_all)
-  scores = np.concatenate([
-      np.asarray(fns["initial_scores"](t_state, x_all[pad],
-                                       jax.random.fold_in(k_init, i)))[
-                                           :len(idx)]
-      for i, (idx, pad) in enumerate(pnp_latents.batches(len(ws_all), bs))])
+  scores = _over_batches(
+      lambda i, pad: fns["initial_scores"](t_state, x_all[pad],
+                                           jax.random.fold_in(k_init, i)),
+      len(ws_all), bs, "initial selection")
   pick = np.concatenate([np.argsort(-scores[:, c], kind="stable")[:k]
                          for c in classes])
   labels = np.repeat(np.asarray(classes, np.int32), k)
@@ -283,7 +299,7 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
   # 3. Final selection by mean confidence over augmented views.
   final_scale = tuple(float(s) for s in cfg.final_crop_scale)
   conf_views = conf(x_opt, k_final, int(cfg.final_views), final_scale,
-                    (0.8, 1.2))
+                    (0.8, 1.2), f"final selection ({cfg.final_views} views)")
   keep = int(cfg.keep_per_class)
   chosen = np.concatenate([
       np.flatnonzero(labels == c)[np.argsort(-conf_views[labels == c],
