@@ -249,9 +249,8 @@ def run(cfg: ml_collections.ConfigDict, model: nnx.Module, splits,
   bs, k = int(cfg.batch_size), int(cfg.candidates_per_class)
 
   def render(w_N):
-    return np.concatenate([
-        np.asarray(fns["images"](g_state, w_N[pad]))[:len(idx)]
-        for idx, pad in pnp_latents.batches(len(w_N), bs)])
+    return _over_batches(lambda _, pad: fns["images"](g_state, w_N[pad]),
+                         len(w_N), bs, None)
 
   def conf(x_N, key, views, scale, ratio, what=None):
     return _over_batches(
