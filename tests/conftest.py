@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sca_jax import config_lib
 from sca_jax import data
+from sca_jax import sweep_cells
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -124,21 +125,25 @@ def data_dir(request) -> str:
   return request.getfixturevalue("synthetic_mnist_dir")
 
 
+# The tiny settings: `tiny_config` applies them, sweep-cell tests pass them
+# as a cell's overrides.
+TINY_OVERRIDES = {
+    "data.max_train": 256, "data.max_test": 128, "data.max_aux": 256,
+    "defense.features": (4, 6), "defense.hidden": (32,),
+    "defense.num_iters": 5, "train.epochs": 1, "train.batch_size": 32,
+    "train.eval_batch_size": 128, "train.checkpoint_every": 4,
+    "train.log_every": 2, "attacks": (),
+}
+
+
 def tiny_config(defense: str = "sca", data_dir: str | None = None
                 ) -> ml_collections.ConfigDict:
   """A config that trains in seconds on 2 CPU cores."""
   c = config_lib.get_config(None, name=defense, dataset="mnist")
   c.data.data_dir = data_dir
-  c.data.max_train, c.data.max_test, c.data.max_aux = 256, 128, 256
-  c.defense.features = (4, 6)
-  c.defense.hidden = (32,)
-  c.defense.num_iters = 5
-  c.train.epochs = 1
-  c.train.batch_size = 32
-  c.train.eval_batch_size = 128
-  c.train.checkpoint_every = 4
-  c.train.log_every = 2
-  c.attacks = ()  # attack tests opt in (tests/test_experiment.py, test_attacks)
+  # attacks=(): attack tests opt in (tests/test_experiment.py, test_attacks)
+  for field, value in TINY_OVERRIDES.items():
+    sweep_cells.set_field(c, field, value)
   return c
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import random_generator
+from conftest import TINY_OVERRIDES, random_generator
 
 from sca_jax import experiment
 from sca_jax import sweep_cells
@@ -17,11 +17,6 @@ from sca_jax.convert import stylegan
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = "mnist/no_defense/seed0"
-# tests/conftest.py tiny_config, as a sweep cell's overrides.
-TINY = {"data.max_train": 256, "data.max_test": 128, "data.max_aux": 256,
-        "defense.hidden": "(32,)", "train.epochs": 1, "train.batch_size": 32,
-        "train.eval_batch_size": 128, "eval_classifier.epochs": 1,
-        "attacks": "()", "seed": 0}
 PPA = {"search_space": 16, "candidates_per_class": 2, "keep_per_class": 2,
        "steps": 2, "final_views": 2, "batch_size": 10, "grid_per_group": 2,
        "flip": False}
@@ -31,7 +26,8 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
   sweep_root = tmp_path / "verdict"
   trained = sweep_root / CELL
   spec = f"{REPO / 'configs' / 'experiment.py'}:defense=no_defense,dataset=mnist"
-  overrides = dict(TINY, **{"data.data_dir": data_dir})
+  overrides = dict(TINY_OVERRIDES, **{"eval_classifier.epochs": 1, "seed": 0,
+                                       "data.data_dir": data_dir})
   experiment.run(sweep_cells.load_config(spec, tuple(overrides.items())),
                  trained)
   (trained / sweep_cells.CELL_FILE).write_text(json.dumps({

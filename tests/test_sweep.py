@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_OVERRIDES
 
 from sca_jax import report
 from sca_jax import sweep
@@ -17,21 +18,13 @@ from sca_jax import sweep_cells
 
 REPO = Path(__file__).resolve().parents[1]
 
-# tests/conftest.py tiny_config, as command-line overrides.
-TINY = {
-    "data.max_train": 256, "data.max_test": 128, "data.max_aux": 256,
-    "defense.features": (4, 6), "defense.hidden": (32,),
-    "defense.num_iters": 5, "train.epochs": 1, "train.batch_size": 32,
-    "train.eval_batch_size": 128, "train.checkpoint_every": 4,
-    "train.log_every": 2, "attacks": (),
-}
 
 
 def _sweep_file(tmp_path: Path, data_dir: str, broken: bool = True) -> Path:
   """No-Defense and SCA x seeds 0, 1 at the tiny size; with `broken`, one
   more cell whose override the experiment rejects."""
   path = tmp_path / f"tiny_sweep{'_broken' if broken else ''}.py"
-  overrides = dict(TINY, **{"data.data_dir": data_dir})
+  overrides = dict(TINY_OVERRIDES, **{"data.data_dir": data_dir})
   extra = ('{"target": [{"name": "broken", "defense": "no_defense", '
            '"train.epochs": 0}], "seed": [0]}') if broken else ""
   path.write_text(f"""
