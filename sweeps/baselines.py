@@ -2,8 +2,13 @@
 (27 cells), each with the standard and its adaptive attacks, at the faithful
 protocol (`config_lib.faithful_protocol`; run after sweeps/verdict.py).
 
-  python -m sca_jax.sweep --sweep=sweeps/baselines.py --root=runs/baselines
-  python -m sca_jax.sweep report --root=runs/baselines --out=results/baselines
+  python -m sca_jax.sweep --sweep=sweeps/baselines.py --root=runs/verdict
+  python -m sca_jax.sweep report --root=runs/verdict --out=results/verdict
+
+Run it in the verdict grid's root: its No-Defense cells are the verdict's
+(same config, same path), so the sweep finds them finished and skips them
+(`sweep_cells.is_finished` compares the whole config), and one report holds
+every target beside the same No-Defense seeds.
 """
 
 # Config spec of every cell; {dataset} and {defense} come from the axes.

@@ -143,3 +143,25 @@ def test_collect_copies_small_files_of_finished_runs_only(tmp_path):
       out / "mnist/sca/seed0/results.json"]
   with pytest.raises(ValueError, match="no such directory"):
     sweep_cells.collect(tmp_path / "absent", out)
+
+
+def test_committed_sweeps_load_and_baselines_share_the_verdicts_no_defense(
+    tmp_path, monkeypatch):
+  # sweeps/baselines.py is run in the verdict's root so that its No-Defense
+  # cells are found finished there: same name, same built config.
+  monkeypatch.chdir(REPO)
+  sweeps = {p.stem: sweep_cells.expand(sweep_cells.load_sweep(p))
+            for p in sorted((REPO / "sweeps").glob("*.py"))}
+  assert set(sweeps) >= {"verdict", "baselines", "dp_epsilon", "datasets"}
+  assert all(sweeps.values())
+  verdict = {c.name: c for c in sweeps["verdict"]}
+  shared = [c for c in sweeps["baselines"] if "/no_defense/" in c.name]
+  assert [c.name for c in shared] == [
+      f"mnist/no_defense/seed{s}" for s in range(3)]
+  for c in shared:
+    v = verdict[c.name]
+    config = sweep_cells.load_config(v.config, v.overrides)
+    v.workdir(tmp_path).mkdir(parents=True)
+    (v.workdir(tmp_path) / "results.json").write_text(
+        json.dumps({"config": config.to_dict()}))
+    assert sweep_cells.is_finished(c, tmp_path), c.name
