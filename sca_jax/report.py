@@ -4,7 +4,8 @@
 std (ddof 1), the seeds, a 95% percentile bootstrap interval of the mean
 (10,000 resamples, seeded), and the paired difference to No-Defense over the
 seeds both have, with its own interval. `write_report` writes summary.csv /
-summary.md, the figures and verdict.md (`sca_jax.verdict`'s rule), and can
+summary.md, headline.md (the compact table the README quotes), the figures
+and verdict.md (`sca_jax.verdict`'s rule), and can
 rewrite a README section between
 `<!-- sweep:NAME:begin -->` and `<!-- sweep:NAME:end -->`.
 """
@@ -205,6 +206,62 @@ def summary_markdown(summary: list[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def _short(r: dict[str, Any] | None, digits: int = 3) -> str:
+  if r is None:
+    return ""
+  s = f"{r['mean']:.{digits}f}"
+  if r["n"] > 1:
+    s += f" ± {r['std']:.{digits}f}"
+  return s + f" ({r['n']})"
+
+
+def headline_markdown(summary: list[dict[str, Any]],
+                      metrics: tuple[str, ...] = LEAK_METRICS) -> str:
+  """The README's compact table, per data set: rows (threat model, metric),
+  columns the targets as `mean ± std (n seeds)`, and for each other target
+  its paired difference to No-Defense with the bootstrap interval; the
+  trained attackers and the replayed loop, no floors (summary.md has them)."""
+  lines = []
+  cell = {(r["dataset"], r["target"], r["threat_model"], r["metric"]):
+                   r for r in summary}
+  for dataset in dict.fromkeys(r["dataset"] for r in summary):
+    rows = [r for r in summary if r["dataset"] == dataset]
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    base = verdict.BASELINE if verdict.BASELINE in targets else None
+    others = [t for t in targets if t != base]
+    threats = [results_lib.TARGET] + [
+        t for t in dict.fromkeys(r["threat_model"] for r in rows)
+        if t != results_lib.TARGET]
+    header = targets + [f"{t} - {base}" for t in others if base]
+    lines += [f"### {dataset}", "",
+              "| threat model | metric | " + " | ".join(header) + " |",
+              "|---|---|" + "---|" * len(header)]
+    for threat in threats:
+      wanted = ("test_accuracy",) if threat == results_lib.TARGET else metrics
+      for m in wanted:
+        got = [cell.get((dataset, t, threat, m)) for t in targets]
+        if not any(got):
+          continue
+        diffs = []
+        for t in (others if base else []):
+          r = cell.get((dataset, t, threat, m))
+          d = ""
+          if r is not None and r.get("diff_n"):
+            d = f"{r['diff_mean']:+.3f}"
+            if r["diff_n"] > 1:
+              d += f" [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]"
+            d += f" ({r['diff_n']})"
+          diffs.append(d)
+        lines.append(f"| {threat} | {m} | "
+                     + " | ".join([_short(r) for r in got] + diffs) + " |")
+    lines.append("")
+  lines.append("mean ± std over seeds (n seeds); differences paired by seed "
+               "with their 95% bootstrap interval (n pairs). PSNR in dB; "
+               "reid_*: re-identification rates. Floors and intervals of "
+               "each mean: summary.md.")
+  return "\n".join(lines)
+
+
 def rewrite_section(path: Path, name: str, text: str) -> None:
   """Replaces what lies between the sweep:NAME markers of `path`."""
   begin, end = f"<!-- sweep:{name}:begin -->", f"<!-- sweep:{name}:end -->"
@@ -228,6 +285,9 @@ def write_report(root: Path, out: Path, readme: Path | str | None = None,
   write_csv(summary, COLUMNS, out / "summary.csv")
   (out / "summary.md").write_text("\n".join(
       header_lines(f"Sweep {out.name}") + ["", md]) + "\n")
+  (out / "headline.md").write_text("\n".join(
+      header_lines(f"Sweep {out.name}: headline") + [
+          "", headline_markdown(summary)]) + "\n")
   figures = report_figures.write_figures(rows, summary, out)
   if any(r["target"] == verdict.BASELINE for r in summary):
     (out / "verdict.md").write_text("\n".join(header_lines(

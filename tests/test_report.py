@@ -76,10 +76,34 @@ def test_write_report_tables_figures_and_readme(tmp_path, monkeypatch):
   report.write_report(tmp_path, out, readme=readme)
   names = sorted(p.name for p in out.iterdir())
   assert names == ["dp_epsilon_mnist_psnr.png", "frontier_mnist_psnr.png",
-                   "lambda_mnist_psnr.png", "summary.csv", "summary.md",
-                   "verdict.md"]
+                   "headline.md", "lambda_mnist_psnr.png", "summary.csv",
+                   "summary.md", "verdict.md"]
   md = (out / "summary.md").read_text()
   assert "### mnist: split" in md and "| sca_lam0.1 | 19.1 ± 0.1414" in md
   text = readme.read_text()
   assert "### mnist: target" in text
   assert "[frontier_mnist_psnr](results/demo/frontier_mnist_psnr.png)" in text
+
+
+def test_headline_rows_targets_and_paired_differences_by_hand():
+  rows = (_rows("no_defense", "no_defense", {0: 20.0, 1: 21.0, 2: 22.0})
+          + _rows("sca", "sca", {0: 18.0, 1: 18.5, 2: 20.0})
+          + _rows("no_defense", "no_defense", {0: 0.9, 1: 0.9, 2: 0.9},
+                  "reid_pixel")
+          + _rows("no_defense", "no_defense", {0: 0.97, 1: 0.99},
+                  "test_accuracy", "target")
+          + _rows("sca", "sca", {1: 0.95}, "test_accuracy", "target"))
+  md = report.headline_markdown(report.aggregate(rows))
+  lines = md.splitlines()
+  assert lines[:3] == [
+      "### mnist", "", "| threat model | metric | no_defense | sca | "
+      "sca - no_defense |"]
+  # Target accuracy first; SCA has seed 1 only, paired with No-Defense's.
+  assert lines[4] == ("| target | test_accuracy | 0.980 ± 0.014 (2) | "
+                      "0.950 (1) | -0.040 (1) |")
+  # PSNR: No-Defense 21 ± 1, SCA 18.833 ± 1.041; paired differences -2,
+  # -2.5, -2: mean -2.167, interval [min, max] for 3 values (see above).
+  assert lines[5] == ("| split | psnr | 21.000 ± 1.000 (3) | 18.833 ± 1.041 "
+                      "(3) | -2.167 [-2.500, -2.000] (3) |")
+  # A metric only No-Defense has still gets its row, SCA's cells empty.
+  assert lines[6] == "| split | reid_pixel | 0.900 ± 0.000 (3) |  |  |"
