@@ -28,7 +28,18 @@ def load_average() -> float | None:
     return None
 
 
+def usable_cpus() -> int:
+  """Cores this process may run on (its affinity): XLA:CPU sizes its thread
+  pool to them, and the thread count changes float results at rounding
+  level (docs/threat_models.md, "Bit-identical attacks")."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def describe() -> dict[str, object]:
-  """Platform, CPU model, core count and load, for results and reports."""
+  """Platform, CPU model, core counts (machine, usable) and load, for
+  results and reports."""
   return {"platform": platform.platform(), "processor": cpu_model(),
-          "cpus": os.cpu_count(), "load_average": load_average()}
+          "cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
+          "load_average": load_average()}

@@ -9,6 +9,8 @@ def test_describe_names_the_cpu_and_cores():
   info = machine.describe()
   assert isinstance(info["processor"], str) and info["processor"]
   assert info["cpus"] == os.cpu_count()
+  if hasattr(os, "sched_getaffinity"):
+    assert info["usable_cpus"] == len(os.sched_getaffinity(0))
   load = info["load_average"]
   assert load is None or load >= 0
 
@@ -21,3 +23,15 @@ def test_cpu_model_is_lscpus_model_name_on_linux():
              if l.startswith("model name")]
   if names:
     assert machine.cpu_model() == names[0]
+
+
+def test_usable_cpus_follow_the_affinity_a_sweep_worker_pins():
+  if not hasattr(os, "sched_setaffinity"):
+    return
+  before = os.sched_getaffinity(0)
+  try:
+    os.sched_setaffinity(0, {min(before)})
+    assert machine.usable_cpus() == 1
+  finally:
+    os.sched_setaffinity(0, before)
+  assert machine.usable_cpus() == len(before)
