@@ -15,9 +15,11 @@ cell's config with
 accuracy, FID, nearest-image PSNR/SSIM, each beside the random-sample floor)
 and `<out>_grids/<cell>.png`; below the table, the same numbers over seeds
 (mean +- std, 95% bootstrap interval, paired difference to No-Defense) as
-`sweep report` writes them for the grid. `--table_only` runs nothing and
-rebuilds both from the attacked copies (e.g. after adding a cell), refusing
-a copy whose attack ran with other settings.
+`sweep report` writes them for the grid. A copy attacked earlier with the same
+attack settings is tabulated as it is (the target is not restored and
+evaluated again); one attacked with other settings is attacked again.
+`--table_only` runs nothing and rebuilds both from the attacked copies,
+refusing a copy whose attack ran with other settings.
 """
 
 from __future__ import annotations
@@ -114,15 +116,21 @@ def main() -> None:
       raise FileNotFoundError(f"{trained}/checkpoints: train the target "
                               "first (python -m sca_jax.sweep)")
     workdir = work_root / run
-    if not workdir.exists() and not args.table_only:
-      workdir.mkdir(parents=True)
-      shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
-      shutil.copy2(trained / "config.json", workdir / "config.json")
+    want = c.attack.plug_and_play.to_dict()
     if args.table_only:
-      res = _finished(workdir, c.attack.plug_and_play.to_dict())
+      res = _finished(workdir, want)
     else:
-      print(f"=== {run}", flush=True)
-      res = experiment.run(c, workdir)
+      try:  # attacked earlier with these settings: no need to restore and
+        res = _finished(workdir, want)  # evaluate the target again
+        print(f"=== {run}: attacked earlier with these settings "
+              f"({workdir / sweep_cells.RESULTS_FILE})", flush=True)
+      except (FileNotFoundError, ValueError):
+        if not workdir.exists():
+          workdir.mkdir(parents=True)
+          shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
+          shutil.copy2(trained / "config.json", workdir / "config.json")
+        print(f"=== {run}", flush=True)
+        res = experiment.run(c, workdir)
     r = res["attacks"]["plug_and_play"]
     fl = r["floor"]
     rows.append({
