@@ -4,7 +4,8 @@
 std (ddof 1), the seeds, a 95% percentile bootstrap interval of the mean
 (10,000 resamples, seeded), and the paired difference to No-Defense over the
 seeds both have, with its own interval. `write_report` writes summary.csv /
-summary.md, headline.md (the compact table the README quotes), the figures
+summary.md, headline.md (the compact table the README quotes), per_seed.md
+(every cell's own numbers), the figures
 and verdict.md (`sca_jax.verdict`'s rule), and can
 rewrite a README section between
 `<!-- sweep:NAME:begin -->` and `<!-- sweep:NAME:end -->`.
@@ -262,6 +263,45 @@ def headline_markdown(summary: list[dict[str, Any]],
   return "\n".join(lines)
 
 
+def per_seed_markdown(rows: list[dict[str, Any]],
+                      metrics: tuple[str, ...] = LEAK_METRICS) -> str:
+  """Every cell's own numbers, per data set: a row per threat model (the
+  target's test accuracy first), a column per (target, seed), each entry the
+  `metrics` joined by " / " (PSNR 2 decimals, the rest 3; "-" if absent)."""
+  value = {(r["dataset"], r["target"], r["seed"], r["threat_model"],
+            r["metric"]): r["value"] for r in rows}
+  lines = []
+  for dataset in dict.fromkeys(r["dataset"] for r in rows):
+    mine = [r for r in rows if r["dataset"] == dataset]
+    targets = list(dict.fromkeys(r["target"] for r in mine))
+    targets.sort(key=lambda t: t != verdict.BASELINE)  # No-Defense first
+    columns = [(t, s) for t in targets for s in sorted(
+        {r["seed"] for r in mine if r["target"] == t}, key=str)]
+    threats = [t for t in dict.fromkeys(r["threat_model"] for r in mine)
+               if t != results_lib.TARGET]
+
+    def entry(t, s, threat, names):
+      got = [value.get((dataset, t, s, threat, m)) for m in names]
+      if all(v is None for v in got):
+        return "-"
+      return " / ".join("-" if v is None else f"{v:.{2 if m == 'psnr' else 3}f}"
+                        for v, m in zip(got, names))
+
+    lines += [f"### {dataset}", "",
+              "| threat model | " + " | ".join(
+                  f"{t} seed {s}" for t, s in columns) + " |",
+              "|---|" + "---|" * len(columns),
+              "| test_accuracy | " + " | ".join(
+                  entry(t, s, results_lib.TARGET, ("test_accuracy",))
+                  for t, s in columns) + " |"]
+    lines += [f"| {threat} | " + " | ".join(
+        entry(t, s, threat, metrics) for t, s in columns) + " |"
+              for threat in threats]
+    lines.append("")
+  lines.append("Each entry: " + " / ".join(metrics) + " of one cell.")
+  return "\n".join(lines)
+
+
 def rewrite_section(path: Path, name: str, text: str) -> None:
   """Replaces what lies between the sweep:NAME markers of `path`."""
   begin, end = f"<!-- sweep:{name}:begin -->", f"<!-- sweep:{name}:end -->"
@@ -288,6 +328,9 @@ def write_report(root: Path, out: Path, readme: Path | str | None = None,
   (out / "headline.md").write_text("\n".join(
       header_lines(f"Sweep {out.name}: headline") + [
           "", headline_markdown(summary)]) + "\n")
+  (out / "per_seed.md").write_text("\n".join(
+      header_lines(f"Sweep {out.name}: per seed") + [
+          "", per_seed_markdown(rows)]) + "\n")
   figures = report_figures.write_figures(rows, summary, out)
   if any(r["target"] == verdict.BASELINE for r in summary):
     (out / "verdict.md").write_text("\n".join(header_lines(

@@ -76,8 +76,8 @@ def test_write_report_tables_figures_and_readme(tmp_path, monkeypatch):
   report.write_report(tmp_path, out, readme=readme)
   names = sorted(p.name for p in out.iterdir())
   assert names == ["dp_epsilon_mnist_psnr.png", "frontier_mnist_psnr.png",
-                   "headline.md", "lambda_mnist_psnr.png", "summary.csv",
-                   "summary.md", "verdict.md"]
+                   "headline.md", "lambda_mnist_psnr.png", "per_seed.md",
+                   "summary.csv", "summary.md", "verdict.md"]
   md = (out / "summary.md").read_text()
   assert "### mnist: split" in md and "| sca_lam0.1 | 19.1 ± 0.1414" in md
   text = readme.read_text()
@@ -107,3 +107,16 @@ def test_headline_rows_targets_and_paired_differences_by_hand():
                       "(3) | -2.167 [-2.500, -2.000] (3) |")
   # A metric only No-Defense has still gets its row, SCA's cells empty.
   assert lines[6] == "| split | reid_pixel | 0.900 ± 0.000 (3) |  |  |"
+
+
+def test_per_seed_columns_no_defense_first_and_missing_entries():
+  rows = (_rows("sca", "sca", {0: 18.123, 1: 18.5})
+          + _rows("sca", "sca", {0: 0.5}, "ssim")
+          + _rows("no_defense", "no_defense", {2: 21.0})
+          + _rows("no_defense", "no_defense", {2: 0.97}, "test_accuracy",
+                  "target"))
+  lines = report.per_seed_markdown(rows, ("psnr", "ssim")).splitlines()
+  assert lines[2] == ("| threat model | no_defense seed 2 | sca seed 0 | "
+                      "sca seed 1 |")
+  assert lines[4] == "| test_accuracy | 0.970 | - | - |"
+  assert lines[5] == "| split | 21.00 / - | 18.12 / 0.500 | 18.50 / - |"
