@@ -5,9 +5,8 @@ std (ddof 1), the seeds, a 95% percentile bootstrap interval of the mean
 (10,000 resamples, seeded), and the paired difference to No-Defense over the
 seeds both have, with its own interval. `write_report` writes summary.csv /
 summary.md, headline.md (the compact table the README quotes), per_seed.md
-(every cell's own numbers), the figures
-and verdict.md (`sca_jax.verdict`'s rule), and can
-rewrite a README section between
+(every cell's own numbers), the figures and verdict.md (`sca_jax.verdict`'s
+rule), and can rewrite a README section between
 `<!-- sweep:NAME:begin -->` and `<!-- sweep:NAME:end -->`.
 """
 
@@ -223,8 +222,8 @@ def headline_markdown(summary: list[dict[str, Any]],
   its paired difference to No-Defense with the bootstrap interval; the
   trained attackers and the replayed loop, no floors (summary.md has them)."""
   lines = []
-  cell = {(r["dataset"], r["target"], r["threat_model"], r["metric"]):
-                   r for r in summary}
+  cell = {(r["dataset"], r["target"], r["threat_model"], r["metric"]): r
+          for r in summary}
   for dataset in dict.fromkeys(r["dataset"] for r in summary):
     rows = [r for r in summary if r["dataset"] == dataset]
     targets = list(dict.fromkeys(r["target"] for r in rows))
