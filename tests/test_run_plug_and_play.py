@@ -1,8 +1,8 @@
 """scripts/run_plug_and_play.py on a tiny trained sweep cell: the attacked
 copy goes beside the sweep (its cell stays as it was), and the table, the
 over-seeds summary with the generator-sample floor and the picture land
-under --out; a second run reuses the attacked copy and `--table_only` rebuilds them
-without running anything."""
+under --out; a second run reuses the attacked copy, and `--table_only`
+rebuilds them without running anything."""
 
 import json
 import os
