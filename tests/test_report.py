@@ -2,10 +2,15 @@
 made-up numbers checked by hand; tables, figures and the README section."""
 
 import math
+from pathlib import Path
 
 import pytest
 
 from sca_jax import report
+from sca_jax import results as results_lib
+from sca_jax import verdict
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _rows(target, defense, values, metric="psnr", threat="split", lam=None,
@@ -120,3 +125,15 @@ def test_per_seed_columns_no_defense_first_and_missing_entries():
                       "sca seed 1 |")
   assert lines[4] == "| test_accuracy | 0.970 | - | - |"
   assert lines[5] == "| split | 21.00 / - | 18.12 / 0.500 | 18.50 / - |"
+
+
+def test_committed_verdict_tables_are_what_the_code_makes_of_the_cells():
+  # The README quotes results/verdict/headline.md; a cell collected without
+  # running the report again, or a change in how the report reads cells,
+  # would leave the quoted numbers behind the committed cells.
+  out = REPO / "results" / "verdict"
+  rows = results_lib.load_results(out / "cells")
+  summary = report.aggregate(rows)
+  assert report.headline_markdown(summary) in (out / "headline.md").read_text()
+  assert report.per_seed_markdown(rows) in (out / "per_seed.md").read_text()
+  assert verdict.verdict_markdown(summary) in (out / "verdict.md").read_text()
