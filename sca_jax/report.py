@@ -222,8 +222,7 @@ def headline_markdown(summary: list[dict[str, Any]],
   its paired difference to No-Defense with the bootstrap interval; the
   trained attackers and the replayed loop, no floors (summary.md has them)."""
   lines = []
-  cell = {(r["dataset"], r["target"], r["threat_model"], r["metric"]): r
-          for r in summary}
+  cell = verdict.index(summary)
   for dataset in dict.fromkeys(r["dataset"] for r in summary):
     rows = [r for r in summary if r["dataset"] == dataset]
     targets = list(dict.fromkeys(r["target"] for r in rows))

@@ -32,7 +32,8 @@ RULE_METRICS = ("psnr", "ssim", "attack_accuracy", "reid_pixel",
                 "reid_feature")
 
 
-def _index(summary: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+def index(summary: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+  """Summary rows by (data set, target, threat model, metric)."""
   return {(r["dataset"], r["target"], r["threat_model"], r["metric"]): r
           for r in summary}
 
@@ -48,7 +49,7 @@ def judge(summary: list[dict[str, Any]], dataset: str, target: str,
   if threat not in TRAINED:
     raise ValueError(f"threat model {threat!r}: the rule is judged on the "
                      f"trained attackers {TRAINED} only")
-  idx = _index(summary)
+  idx = index(summary)
   metrics, seeds = {}, None
   for m in RULE_METRICS:
     t, b = (idx.get((dataset, target, threat, m)),
