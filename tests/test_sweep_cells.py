@@ -157,7 +157,8 @@ def test_committed_sweeps_load_and_baselines_share_the_verdicts_no_defense(
   verdict = {c.name: c for c in sweeps["verdict"]}
   shared = [c for c in sweeps["baselines"] if "/no_defense/" in c.name]
   assert [c.name for c in shared] == [
-      f"mnist/no_defense/seed{s}" for s in range(3)]
+      f"mnist/no_defense/seed{s}" for s in range(3)] + [
+          "fashion_mnist/no_defense/seed0"]
   for c in shared:
     v = verdict[c.name]
     config = sweep_cells.load_config(v.config, v.overrides)
