@@ -81,6 +81,7 @@ def test_solves_and_their_gradients_match(solver):
 def test_auto_takes_the_fft_only_where_it_pays():
   assert spectral.worth_it((5, 5, 16, 28), 1)
   assert not spectral.worth_it((5, 5, 1, 16), 1)
+  assert not spectral.worth_it((5, 5, 1, 64), 1)  # one channel: taps path
   assert not spectral.worth_it((5, 5, 16, 28), 2)
 
 
