@@ -9,9 +9,8 @@ protocol (`config_lib.faithful_protocol`; run after sweeps/verdict.py).
 
 Run it in the verdict grid's root: its No-Defense cells are the verdict's
 (same config, same path; Fashion-MNIST seed 0 too), so the sweep finds them
-finished and skips them
-(`sweep_cells.is_finished` compares the whole config), and one report holds
-every target beside the same No-Defense seeds.
+finished and skips them (`sweep_cells.is_finished` compares the whole
+config), and one report holds every target beside the same No-Defense seeds.
 """
 
 # Config spec of every cell; {dataset} and {defense} come from the axes.
