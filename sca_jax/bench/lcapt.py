@@ -99,22 +99,17 @@ def bench_lcapt(args, jax_fwd: dict | None,
         codes_pt = z["codes"]
       # Ours, timed back to back with theirs.
       n = args.fwd_iters
-      fn = compile_solve(x, D, lca.LCAConfig(lam=LAM, tau=TAU, num_iters=n,
-                                             normalize_input=False), True)
-      fn(x, D).block_until_ready()
-      ours = _rate([time_call(fn, x, D) for _ in range(args.repeats)], n)
-      ours_fft = None
-      if lca.spectral.worth_it(D.shape, 1):  # what conv="auto" runs (faithful)
+
+      def timed(**fields):
         fn = compile_solve(x, D, lca.LCAConfig(
-            lam=LAM, tau=TAU, num_iters=n, normalize_input=False,
-            conv="auto"), True)
+            lam=LAM, num_iters=n, normalize_input=False, **fields), True)
         fn(x, D).block_until_ready()
-        ours_fft = _rate([time_call(fn, x, D) for _ in range(args.repeats)],
-                         n)
-      fn = compile_solve(x, D, lca.LCAConfig(
-          lam=LAM, num_iters=n, solver="fista", normalize_input=False), True)
-      fn(x, D).block_until_ready()
-      ours_fista = _rate([time_call(fn, x, D) for _ in range(args.repeats)], n)
+        return _rate([time_call(fn, x, D) for _ in range(args.repeats)], n)
+
+      ours = timed(tau=TAU)
+      ours_fft = (timed(tau=TAU, conv="auto")  # what the faithful grid runs
+                  if lca.spectral.worth_it(D.shape, 1) else None)
+      ours_fista = timed(solver="fista")
       codes = np.asarray(lca.solve(x, D, lca.LCAConfig(
           lam=LAM, tau=TAU, num_iters=args.code_iters,
           normalize_input=False)).codes_BHWF)
