@@ -126,6 +126,12 @@ def base_config() -> ml_collections.ConfigDict:
   # 2-D UMAP of each threat model's leak, <workdir>/umap_<leak>.png
   # (sca_jax.umap_plot; the paper's Figure 6).
   c.umap = False
+  # results.json `sparse_layers`: each sparse layer's gap to the optimum of
+  # its objective, against `reference_iters` FISTA iterations on the first
+  # `num_images` test images (sca_jax.experiment.sparse_layer_stats).
+  c.solver_gap = ml_collections.ConfigDict()
+  c.solver_gap.reference_iters = 500
+  c.solver_gap.num_images = 128
   return c
 
 

@@ -230,8 +230,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                                bs)
   print(f"test accuracy {test_acc:.4f} (train subset {train_acc:.4f})")
   model = trainer.model(state)
-  sparse_layers = sparse_layer_stats(model, jnp.asarray(
-      splits.test_x[:min(128, len(splits.test_x))]))
+  gap = config.solver_gap
+  sparse_layers = sparse_layer_stats(
+      model, jnp.asarray(splits.test_x[:int(gap.num_images)]),
+      reference_iters=int(gap.reference_iters))
   report = (defense.report(defense_cfg, len(train_x), config.train)
             if defense.report is not None else {})  # e.g. the DP-SGD epsilon
   attack_results = None

@@ -31,8 +31,14 @@ class Registry(Generic[T]):
   def get(self, name: str, field: str | None = None) -> T:
     if name not in self._items:
       where = f" (config field {field})" if field else ""
-      raise ValueError(
-          f"unknown {self.kind} {name!r}{where}; allowed: {sorted(self._items)}")
+      hint = ""
+      if isinstance(name, str) and name[:1] in "([" and field:
+        # `--config.attacks=(end_to_end,)` arrives as one string: the flag
+        # parser reads a tuple only when its names are quoted.
+        hint = (f"; on the command line quote each name: "
+                f"\"--config.{field.split('[')[0]}=('a','b')\"")
+      raise ValueError(f"unknown {self.kind} {name!r}{where}; allowed: "
+                       f"{sorted(self._items)}{hint}")
     return self._items[name]
 
   def names(self) -> list[str]:

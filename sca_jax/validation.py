@@ -181,6 +181,9 @@ def _check_ranges(config: ml_collections.ConfigDict,
   defense = DEFENSES.get(d.name, field="defense.name")
   if defense.check is not None:  # e.g. the LCA settings of sparse defenses
     defense.check(with_defaults(d))
+  gap = config.get("solver_gap", None) or {}
+  for field in ("reference_iters", "num_images"):
+    _at_least(f"solver_gap.{field}", gap.get(field, 1), 1)
   t = config.train
   if t.optimizer not in train_lib.OPTIMIZERS:
     _fail("train.optimizer", t.optimizer, f"allowed: {train_lib.OPTIMIZERS}")

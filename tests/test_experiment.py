@@ -42,6 +42,7 @@ def test_run_writes_results_and_resumes_to_the_same_numbers(tiny, tmp_path):
   layer = saved["sparse_layers"]["layer0_lca"]
   assert 0 < layer["active_fraction"] < 1
   assert layer["relative_gap_to_optimum"] >= -1e-3
+  assert layer["reference"] == "fista x50"  # config.solver_gap, from TINY
   # Rerun in the same workdir: nothing left to train, same answer.
   again = experiment.run(c, tmp_path)
   assert again["train"]["steps_this_run"] == 0
@@ -176,12 +177,15 @@ def test_main_entry_point_with_overrides(data_dir, tmp_path):
          "--config.train.batch_size=32", "--config.defense.hidden=(16,)",
          "--config.train.checkpoint_every=2"]
   env = dict(os.environ, SCA_JAX_DATA_DIR=data_dir)
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
+  # One attack of the default list: the rest run in test_attacks.
+  out = subprocess.run(cmd + ["--config.attacks=('end_to_end',)"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "ETA" in out.stdout and "test accuracy" in out.stdout
+  assert "attack 1 of 1: end_to_end" in out.stdout
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["config"]["defense"]["hidden"] == [16]
+  assert list(results["attacks"]) == ["end_to_end"]
   bad = subprocess.run(cmd[:4] + [f"--workdir={tmp_path / 'x'}",
                                   "--config.defense.name=nope"],
                        cwd=ROOT, env=env, capture_output=True, text=True,

@@ -40,7 +40,9 @@ TINY = (
     "--config.attack.end_to_end.epochs=1",
     "--config.attack.end_to_end.num_images=16",
     "--config.attack.end_to_end.grid_per_group=2",
-    "--config.eval_classifier.epochs=1")
+    "--config.eval_classifier.epochs=1",
+    "--config.solver_gap.reference_iters=50",
+    "--config.solver_gap.num_images=32")
 
 
 def readme_commands(text: str) -> list[str]:

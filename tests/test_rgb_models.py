@@ -81,6 +81,7 @@ def test_tiny_cifar10_end_to_end(tmp_path):
   c.attack.end_to_end.epochs = 1
   c.attack.end_to_end.num_images = 32
   c.eval_classifier.epochs = 1
+  c.solver_gap.reference_iters, c.solver_gap.num_images = 50, 32
   results = experiment.run(c, tmp_path / "w")
   e2e = results["attacks"]["end_to_end"]
   assert results["dataset"] == "cifar10" and results["num_train"] == 128

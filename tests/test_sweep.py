@@ -21,8 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _sweep_file(tmp_path: Path, data_dir: str, broken: bool = True) -> Path:
-  """No-Defense and SCA x seeds 0, 1 at the tiny size; with `broken`, one
-  more cell whose override the experiment rejects."""
+  """Two No-Defense targets (the second with a narrower head) x seeds 0, 1
+  at the tiny size (a sweep runs any defense alike; SCA cells would only
+  make this slower); with `broken`, one more cell whose override the
+  experiment rejects."""
   path = tmp_path / f"tiny_sweep{'_broken' if broken else ''}.py"
   overrides = dict(TINY_OVERRIDES, **{"data.data_dir": data_dir})
   extra = ('{"target": [{"name": "broken", "defense": "no_defense", '
@@ -33,7 +35,7 @@ OVERRIDES = {overrides!r}
 AXES = [{{
     "target": [
         {{"name": "no_defense", "defense": "no_defense"}},
-        {{"name": "sca", "defense": "sca"}},
+        {{"name": "small", "defense": "no_defense", "defense.hidden": (16,)}},
     ],
     "seed": [0, 1],
 }}, {extra}]
@@ -56,16 +58,16 @@ def test_tiny_grid_runs_resumes_and_reports_failures(tmp_path, data_dir):
                         *argv])
   assert rc == 0, out
   assert "failed 0 / left 0 of 4" in out
-  good = [f"{t}/seed{s}" for t in ("no_defense", "sca") for s in (0, 1)]
+  good = [f"{t}/seed{s}" for t in ("no_defense", "small") for s in (0, 1)]
   for name in good:
     assert (root / name / "results.json").is_file(), out
 
   # Interrupt one cell after its last checkpoint: its results.json is gone.
   # The same grid plus a cell that fails: the failure stops nothing.
-  (root / "sca/seed1/results.json").unlink()
+  (root / "small/seed1/results.json").unlink()
   before = {n: (root / n / "log.txt").read_text() for n in good}
   mtimes = {n: (root / n / "results.json").stat().st_mtime_ns
-            for n in good if n != "sca/seed1"}
+            for n in good if n != "small/seed1"}
   rc, out = _run_sweep([f"--sweep={_sweep_file(tmp_path, data_dir)}", *argv])
   assert rc == 1, out
   assert "5 cells, 3 finished earlier, 2 to run" in out
@@ -75,14 +77,15 @@ def test_tiny_grid_runs_resumes_and_reports_failures(tmp_path, data_dir):
   for n, t in mtimes.items():  # finished cells were not rerun
     assert (root / n / "results.json").stat().st_mtime_ns == t
     assert (root / n / "log.txt").read_text() == before[n]
-  resumed = json.loads((root / "sca/seed1/results.json").read_text())
+  resumed = json.loads((root / "small/seed1/results.json").read_text())
   assert resumed["train"]["steps_this_run"] == 0  # from its checkpoint
   assert resumed["train"]["resumed_from_step"] == resumed["train"]["num_steps"]
+  assert resumed["config"]["defense"]["hidden"] == [16]  # the axis override
 
   # The report aggregates the two seeds of each target.
   report.write_report(root, tmp_path / "report")
   summary = (tmp_path / "report" / "summary.csv").read_text().splitlines()
-  acc = [line for line in summary if ",sca,target,test_accuracy," in line]
+  acc = [line for line in summary if ",small,target,test_accuracy," in line]
   assert len(acc) == 1 and ",2," in acc[0]
 
 
@@ -91,7 +94,8 @@ def test_dry_run_lists_cells_and_their_commands(tmp_path, capsys):
   assert sweep.main([f"--sweep={sweep_file}", f"--root={tmp_path}",
                      "--dry_run"]) == 0
   out = capsys.readouterr().out
-  assert "todo        sca/seed1" in out and "5 cells" in out
+  assert "todo        small/seed1" in out and "5 cells" in out
+  assert "--config.defense.hidden=(16,)" in out
   assert "--config.seed=1" in out and "--config.train.epochs=0" in out
 
 
