@@ -3,8 +3,10 @@
 
 At stride 1 the decoder is a full convolution cropped to the image and the
 encoder its adjoint, a correlation with "same" zero padding. Both are exact
-as circular convolutions on an N x N grid with N >= H + K - 1: the zeros
-around the image keep the wrap-around out. In the Fourier domain each
+as circular convolutions on an N x N grid with N >= H + K - 1 - lo (lo the
+"same" padding before the image: K // 2 rows for odd K): the wrap-around
+then lands only in rows the crop drops or the padding holds at zero
+(`fft_size`; 30 for 28x28 images and 5x5 atoms, not 32). In the Fourier domain each
 frequency then needs one (B, F) @ (F, C) product instead of K*K of them:
 for 16 -> 28 features, 28x28 images and 5x5 atoms, one decode + encode pair
 is ~0.4 GFLOP (FFTs and per-frequency products) at batch 64 against 2.2 GFLOP
@@ -36,8 +38,18 @@ _MIN_CHANNEL_PRODUCT = 64
 
 
 def fft_size(n: int, kernel: int) -> int:
-  """The smallest even grid >= n + kernel - 1 with only factors 2, 3, 5."""
-  m = n + kernel - 1
+  """The smallest even grid with only factors 2, 3, 5 on which the decode
+  and encode of an n-pixel side are exact circular convolutions.
+
+  The image sits at offset lo (the "same" padding), so the grid must hold
+  n + lo; the decoder's full output has n + kernel - 1 rows, of which the
+  ones past the grid wrap onto rows [0, n + kernel - 1 - N), which must stay
+  below lo, where the crop drops them (and the encoder reads the padding's
+  zeros). For 28 pixels and 5 taps: 30 rather than 32, 12% fewer
+  frequencies (measured: one decode + encode 13%, its gradient 16% faster).
+  """
+  lo = same_padding(n, kernel, 1)[0]
+  m = max(n + lo, n + kernel - 1 - lo)
   while True:
     m += m % 2
     r = m
