@@ -36,7 +36,7 @@ class Registry(Generic[T]):
         # `--config.attacks=(end_to_end,)` arrives as one string: the flag
         # parser reads a tuple only when its names are quoted.
         hint = (f"; on the command line quote each name: "
-                f"\"--config.{field.split('[')[0]}=('a','b')\"")
+                f"\"--config.{field}=('a','b')\"")
       raise ValueError(f"unknown {self.kind} {name!r}{where}; allowed: "
                        f"{sorted(self._items)}{hint}")
     return self._items[name]

@@ -3,13 +3,13 @@
 
 At stride 1 the decoder is a full convolution cropped to the image and the
 encoder its adjoint, a correlation with "same" zero padding. Both are exact
-as circular convolutions on an N x N grid with N >= H + K - 1 - lo (lo the
-"same" padding before the image: K // 2 rows for odd K): the wrap-around
+as circular convolutions on an N x N grid with N >= max(H + lo,
+H + K - 1 - lo), lo the "same" padding before the image: the wrap-around
 then lands only in rows the crop drops or the padding holds at zero
-(`fft_size`; 30 for 28x28 images and 5x5 atoms, not 32). In the Fourier domain each
-frequency then needs one (B, F) @ (F, C) product instead of K*K of them:
-for 16 -> 28 features, 28x28 images and 5x5 atoms, one decode + encode pair
-is ~0.4 GFLOP (FFTs and per-frequency products) at batch 64 against 2.2 GFLOP
+(`fft_size`; 30 for 28x28 images and 5x5 atoms, not 32). In the Fourier
+domain each frequency then needs one (B, F) @ (F, C) product instead of
+K*K of them: for 16 -> 28 features, 28x28 images and 5x5 atoms, one
+decode + encode pair is ~0.4 GFLOP (FFTs and per-frequency products) at batch 64 against 2.2 GFLOP
 for the two convolutions, and XLA's CPU convolutions run those at a fraction
 of the matmul peak (docs/performance.md).
 
