@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from sca_jax import sweep_cells
+from sca_jax import machine, sweep_cells
 from sca_jax.sweep_cells import Cell
 
 EXECUTORS = ("local", "slurm", "debug")
@@ -43,7 +43,9 @@ def run_cell(argv: list[str], workdir: str, cwd: str,
   """Runs one cell's experiment as a subprocess (inside a submitit job).
 
   `cores`: CPU ids the run may use (its XLA thread pool sizes itself to
-  them), so that local workers do not oversubscribe the machine.
+  them), so that local workers do not oversubscribe the machine. The child
+  gets malloc's huge pages (`machine.malloc_env`) unless GLIBC_TUNABLES is
+  set already: the same numbers, fewer page faults.
   """
   workdir_path = Path(workdir)
   workdir_path.mkdir(parents=True, exist_ok=True)
@@ -51,6 +53,7 @@ def run_cell(argv: list[str], workdir: str, cwd: str,
   _write_status(workdir_path, state="running", start=start,
                 host=os.uname().nodename, pid=os.getpid())
   env = dict(os.environ)
+  env.update(machine.malloc_env(env))
   if cores:
     n = str(len(cores))
     env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n,

@@ -34,6 +34,10 @@ Sections (`--parts`; all but train_step_ab by default):
                (`sca_jax.bench.train_step`), with a per-HLO-op profile
                of one step by category (forward/backward, encode/decode/
                dictionary gradient, inside/outside the solver's loop).
+  train_step_malloc  the same step (`--conv`) in fresh
+               processes, glibc's default malloc against huge pages
+               (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), `--rounds` rounds
+               in turn, with page faults and system time per step.
   train_step_ab  the same step under sparse-layer `LCAConfig` variants
                (default unrolled gradients against implicit ones with a
                capped CG), timed alternately in one process, with each
@@ -114,7 +118,10 @@ def parse_args(argv=None):
   p.add_argument("--lcapt-short", type=int, default=5)
   p.add_argument("--lcapt-long", type=int, default=25)
   # Internal: worker processes.
-  p.add_argument("--worker", choices=("grad", "lcapt"), help=argparse.SUPPRESS)
+  p.add_argument("--rounds", type=int, default=3,
+                 help="train_step_malloc: processes per setting, in turn")
+  p.add_argument("--worker", choices=("grad", "lcapt", "step"),
+                 help=argparse.SUPPRESS)
   p.add_argument("--worker-mode", help=argparse.SUPPRESS)
   p.add_argument("--worker-solver", help=argparse.SUPPRESS)
   p.add_argument("--worker-in", help=argparse.SUPPRESS)
@@ -140,6 +147,10 @@ def main(argv=None):
     return gradient.grad_worker(args)
   if args.worker == "lcapt":
     return lcapt.lcapt_worker(args)
+  if args.worker == "step":
+    from sca_jax.bench import train_step
+    return train_step.step_worker(args.worker_out, args.batch, args.repeats,
+                                  args.conv)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   report = {}
   if args.update and os.path.exists(args.out):
@@ -147,7 +158,8 @@ def main(argv=None):
       report = json.load(f)  # sections not run now are kept
   report.setdefault("meta_by_section", {
       s: report["meta"] for s in ("forward", "gradient", "convergence", "lcapt",
-                                  "train_step", "train_step_ab")
+                                  "train_step", "train_step_malloc",
+                                  "train_step_ab")
       if s in report and "meta" in report})
   report["meta"] = meta()
   report["settings"] = {
@@ -177,6 +189,12 @@ def main(argv=None):
     from sca_jax.bench import train_step
     report["train_step"] = train_step.bench_train_step(
         args.batch, args.repeats, conv=args.conv)
+  if "train_step_malloc" in args.parts:
+    from sca_jax.bench import train_step
+    report["train_step_malloc"] = train_step.compare_malloc_settings(
+        train_step.MALLOC_SETTINGS, args.batch, args.repeats, args.rounds,
+        args.conv)
+    save()
   if "train_step_ab" in args.parts:
     from sca_jax.bench import train_step
     report["train_step_ab"] = train_step.compare_solver_settings(

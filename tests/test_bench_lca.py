@@ -87,6 +87,22 @@ def test_sparse_flops_of_the_stride1_sca_step():
     assert v["per_step"] == 15 * per_iter[v["shape"]]
 
 
+def test_malloc_ab_runs_each_setting_in_a_fresh_process_with_its_env(
+    tmp_path):
+  """One setting, one round, batch 2: the child process saw the tunable
+  (glibc reads it at start-up, so it must be in the child's environment),
+  and its step times, page faults and system time come back."""
+  settings = {"hugetlb": train_step.MALLOC_SETTINGS["hugetlb"]}
+  r = train_step.compare_malloc_settings(settings, batch=2, repeats=2,
+                                         rounds=1, workdir=str(tmp_path))
+  v = r["variants"]["hugetlb"]
+  (run,) = v["runs"]
+  assert run["host"]["glibc_tunables"] == "glibc.malloc.hugetlb=1"
+  assert len(run["seconds"]) == 2 and v["min"] == min(run["seconds"]) > 0
+  assert v["speedup_min"] == 1.0 and v["minor_faults_per_step"] >= 0
+  assert not list(tmp_path.iterdir())  # the workers' files are removed
+
+
 def test_matmul_peak_is_a_rate_of_a_timed_product():
   peak = train_step.matmul_peak(n=256, repeats=2)
   assert 1e8 < peak < 1e14  # FLOP/s of any CPU in service

@@ -35,3 +35,34 @@ def test_usable_cpus_follow_the_affinity_a_sweep_worker_pins():
   finally:
     os.sched_setaffinity(0, before)
   assert machine.usable_cpus() == len(before)
+
+
+def test_malloc_env_turns_on_huge_pages_on_recent_glibc_only(monkeypatch):
+  monkeypatch.setattr(machine, "glibc_version", lambda: (2, 36))
+  assert machine.malloc_env({}) == {
+      "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  # The user's own tunables win, even an empty setting.
+  assert machine.malloc_env({"GLIBC_TUNABLES": ""}) == {}
+  assert machine.malloc_env({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
+                            ) == {}
+  monkeypatch.setattr(machine, "glibc_version", lambda: (2, 34))  # no hugetlb
+  assert machine.malloc_env({}) == {}
+  monkeypatch.setattr(machine, "glibc_version", lambda: None)  # musl, macOS
+  assert machine.malloc_env({}) == {}
+
+
+def test_glibc_version_reads_the_running_c_library():
+  version = machine.glibc_version()
+  try:
+    name = os.confstr("CS_GNU_LIBC_VERSION")
+  except (AttributeError, ValueError, OSError):
+    name = None
+  if name and name.startswith("glibc "):
+    assert version == tuple(int(v) for v in name.split()[1].split(".")[:2])
+  else:
+    assert version is None
+
+
+def test_describe_records_the_malloc_tunables(monkeypatch):
+  monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+  assert machine.describe()["glibc_tunables"] == "glibc.malloc.hugetlb=1"

@@ -51,6 +51,23 @@ def _run_sweep(argv: list[str]) -> tuple[int, str]:
   return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("user_setting", [None, "glibc.malloc.tcache_count=0"])
+def test_cells_get_mallocs_huge_pages_unless_the_user_set_tunables(
+    tmp_path, monkeypatch, user_setting):
+  if user_setting is None:
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+  else:
+    monkeypatch.setenv("GLIBC_TUNABLES", user_setting)
+  expected = user_setting or sweep.machine.malloc_env({}).get(
+      "GLIBC_TUNABLES", "")
+  out = sweep.run_cell(
+      ["-c", "import os; print('seen', repr(os.environ.get("
+       "'GLIBC_TUNABLES', '')))"], str(tmp_path), str(REPO))
+  assert out["returncode"] == 0
+  log = (tmp_path / sweep_cells.LOG_FILE).read_text()
+  assert f"seen {expected!r}" in log
+
+
 def test_tiny_grid_runs_resumes_and_reports_failures(tmp_path, data_dir):
   root = tmp_path / "root"
   argv = [f"--root={root}", "--executor=local", "--workers=2"]

@@ -97,7 +97,9 @@ def _rate(seconds: list[float], n: int) -> dict:
 def meta() -> dict:
   info = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
           "python": platform.python_version(), "cpus": os.cpu_count(),
-          "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "cpu": cpu_model()}
+          "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+          "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", ""),
+          "cpu": cpu_model()}
   jax, _ = _jax()
   info["jax"] = jax.__version__
   try:

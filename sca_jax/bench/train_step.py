@@ -17,7 +17,11 @@ process, with their gradients' agreement with the default's.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import resource
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -25,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sca_jax import config_lib, train
+from sca_jax import config_lib, machine, train
 from sca_jax.bench import profile
-from sca_jax.bench.common import cpu_model
+from sca_jax.bench.common import SCRIPT, cpu_model
 from sca_jax.models import build_model
 
 
@@ -35,7 +39,8 @@ def host() -> dict:
   """CPU model, core count and load average: kept beside every timing."""
   return {"cpu_model": cpu_model(), "cpus": os.cpu_count(),
           "loadavg": list(os.getloadavg()), "jax": jax.__version__,
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
 def min_time(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -179,4 +184,96 @@ def compare_solver_settings(variants: dict[str, dict], batch: int = 64,
         "grad_rel_error": dict(zip(paths, _relative_errors(grads[ref],
                                                            grads[name])))}
   out["host"], out["host_after"] = load0, host()
+  return out
+
+
+# train_step_malloc: the default C library settings against malloc's huge
+# pages (`machine.malloc_env`); each a fresh process, since glibc reads its
+# tunables at start-up. An explicit "" for GLIBC_TUNABLES is the default.
+MALLOC_SETTINGS = {"default": {"GLIBC_TUNABLES": ""},
+                   "hugetlb": {"GLIBC_TUNABLES": machine.HUGEPAGE_TUNABLE}}
+
+
+def steal_seconds() -> float | None:
+  """CPU time the hypervisor gave to other guests (all cores, /proc/stat),
+  None off Linux: on a shared VM it slows a run without showing in the
+  load average."""
+  try:
+    with open("/proc/stat", encoding="utf-8") as f:
+      fields = f.readline().split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def step_worker(out_path: str, batch: int, repeats: int, conv: str) -> None:
+  """Times `repeats` training steps of the stride-1 SCA target in this
+  process (after one compiling step) with the minor page faults and system
+  CPU time they cost (getrusage) and the machine's steal time, and writes
+  them to `out_path` as JSON."""
+  trainer, x, y, key = _setup(batch, conv=conv)
+  state = trainer.init_state
+  state, metrics = trainer.train_step(state, x, y, key)
+  jax.block_until_ready(metrics)
+  seconds = []
+  steal0 = steal_seconds()
+  usage0 = resource.getrusage(resource.RUSAGE_SELF)
+  for _ in range(repeats):
+    start = time.perf_counter()
+    state, metrics = trainer.train_step(state, x, y, key)
+    jax.block_until_ready(metrics)
+    seconds.append(time.perf_counter() - start)
+  usage1 = resource.getrusage(resource.RUSAGE_SELF)
+  steal1 = steal_seconds()
+  with open(out_path, "w") as f:
+    json.dump({"seconds": seconds,
+               "minor_faults_per_step": (usage1.ru_minflt - usage0.ru_minflt)
+               / repeats,
+               "sys_seconds_per_step": (usage1.ru_stime - usage0.ru_stime)
+               / repeats,
+               "steal_seconds": (None if steal0 is None
+                                 else steal1 - steal0),
+               "host": host()}, f)
+
+
+def compare_malloc_settings(settings: dict[str, dict[str, str]],
+                            batch: int = 64, repeats: int = 6,
+                            rounds: int = 3, conv: str = "auto",
+                            workdir: str = "/tmp") -> dict:
+  """A/B of the training step under environment settings (name -> variables
+  for a fresh process; the first is the reference): `rounds` rounds, each
+  running one process per setting in turn, so that load drifts hit all
+  alike. Per setting: every process's step times, page faults and system
+  time, and the speed-up of the best and of the median step."""
+  runs: dict[str, list[dict]] = {name: [] for name in settings}
+  for r in range(rounds):
+    for name, env_vars in settings.items():
+      out = os.path.join(workdir, f"bench_step_{name}_{r}_{os.getpid()}.json")
+      cmd = [sys.executable, SCRIPT, "--worker", "step", "--worker-out", out,
+             "--batch", str(batch), "--repeats", str(repeats), "--conv", conv]
+      print(f"train_step_malloc round {r + 1}/{rounds}: {name}", flush=True)
+      subprocess.run(cmd, env=dict(os.environ, **env_vars), check=True)
+      with open(out) as f:
+        runs[name].append(json.load(f))
+      os.remove(out)
+  ref = next(iter(settings))
+
+  def pooled(name):
+    return [t for run in runs[name] for t in run["seconds"]]
+
+  out = {"reference": ref, "setting": {"batch": batch, "repeats": repeats,
+                                       "rounds": rounds, "conv": conv},
+         "variants": {}}
+  for name in settings:
+    times = pooled(name)
+    out["variants"][name] = {
+        "env": settings[name], "runs": runs[name],
+        "min": min(times), "median": float(np.median(times)),
+        "speedup_min": min(pooled(ref)) / min(times),
+        "speedup_median": float(np.median(pooled(ref)) / np.median(times)),
+        "minor_faults_per_step": float(np.mean(
+            [run["minor_faults_per_step"] for run in runs[name]])),
+        "sys_seconds_per_step": float(np.mean(
+            [run["sys_seconds_per_step"] for run in runs[name]]))}
+  out["host_after"] = host()
   return out
