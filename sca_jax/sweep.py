@@ -2,6 +2,8 @@
 
   python -m sca_jax.sweep --sweep=sweeps/verdict.py --root=runs/verdict
   python -m sca_jax.sweep --sweep=sweeps/verdict.py --root=runs/verdict \
+      --cells='fashion_mnist/no_defense/*,fashion_mnist/sca_lam0.5/seed1'
+  python -m sca_jax.sweep --sweep=sweeps/verdict.py --root=runs/verdict \
       --executor=slurm --slurm.partition=gpu --slurm.gpus_per_node=1 \
       --slurm.time=240
   python -m sca_jax.sweep report --root=runs/verdict --out=results/verdict
@@ -245,6 +247,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                   "collect finished cells' small files into --out")
   ap.add_argument("--sweep", help="sweep file (sweeps/*.py)")
   ap.add_argument("--root", required=True, help="directory of the cells")
+  ap.add_argument("--cells", default=None,
+                  help="only these cells, in this order: comma-separated "
+                  "names or globs (fashion_mnist/no_defense/*)")
   ap.add_argument("--dry_run", action="store_true",
                   help="list the cells, their state and command; run nothing")
   ap.add_argument("--executor", default="local", choices=EXECUTORS)
@@ -297,7 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     copied = sweep_cells.collect(root, Path(args.out))
     print(f"collected {len(copied)} new or changed files into {args.out}")
     return 0
-  cells = sweep_cells.expand(sweep_cells.load_sweep(args.sweep))
+  try:
+    cells = sweep_cells.select(
+        sweep_cells.expand(sweep_cells.load_sweep(args.sweep)), args.cells)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if args.dry_run:
     for c in cells:
       print(f"{sweep_cells.state(c, root):11s} {c.name}\n"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import fnmatch
 import importlib.util
 import itertools
 import json
@@ -138,6 +139,27 @@ def expand(sweep: Sweep) -> list[Cell]:
     cells.append(Cell(name, sweep.config.format(**template),
                       tuple(overrides.items()), tuple(labels)))
   return cells
+
+
+def select(cells: list[Cell], patterns: str | None) -> list[Cell]:
+  """The cells whose names match `patterns` (comma-separated names or
+  globs, e.g. "fashion_mnist/no_defense/*,mnist/dp_sgd/seed0"), in the
+  order of the patterns (then the sweep's): to run a cheap cell before an
+  expensive one, or one data set's cells on a machine of their own. None or
+  "" keeps every cell. A pattern that matches nothing is an error naming
+  the cells there are, before anything runs."""
+  if not patterns:
+    return cells
+  chosen: list[Cell] = []
+  for pattern in [p.strip() for p in patterns.split(",") if p.strip()]:
+    hits = [c for c in cells if fnmatch.fnmatchcase(c.name, pattern)]
+    if not hits:
+      names = ", ".join(c.name for c in cells[:6])
+      raise ValueError(f"--cells: {pattern!r} matches no cell of this sweep "
+                       f"({len(cells)} cells: {names}"
+                       f"{', ...' if len(cells) > 6 else ''})")
+    chosen += [c for c in hits if c not in chosen]
+  return chosen
 
 
 def load_config(spec: str, overrides: tuple[tuple[str, Any], ...] = ()):

@@ -51,6 +51,21 @@ def _run_sweep(argv: list[str]) -> tuple[int, str]:
   return proc.returncode, proc.stdout + proc.stderr
 
 
+def test_cells_flag_lists_and_rejects_before_running(tmp_path, data_dir,
+                                                     capsys):
+  sweep_file = _sweep_file(tmp_path, data_dir, False)
+  root = tmp_path / "root"
+  assert sweep.main([f"--sweep={sweep_file}", f"--root={root}", "--dry_run",
+                     "--cells=small/seed1,no_defense/*"]) == 0
+  listed = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("todo")]
+  assert listed == ["small/seed1", "no_defense/seed0", "no_defense/seed1"]
+  assert sweep.main([f"--sweep={sweep_file}", f"--root={root}",
+                     "--cells=big/*"]) == 2
+  assert "'big/*' matches no cell" in capsys.readouterr().err
+  assert not root.exists()  # nothing ran, nothing was written
+
+
 @pytest.mark.parametrize("user_setting", [None, "glibc.malloc.tcache_count=0"])
 def test_cells_get_mallocs_huge_pages_unless_the_user_set_tunables(
     tmp_path, monkeypatch, user_setting):

@@ -42,6 +42,23 @@ AXES = {"dataset": ["mnist"],
       "--config.defense.lam=0.1", "--config.seed=1"]
 
 
+def test_select_keeps_the_cells_named_in_the_order_of_the_patterns(
+    tmp_path):
+  cells = sweep_cells.expand(sweep_cells.load_sweep(_write(tmp_path, """
+CONFIG = "configs/experiment.py:defense={defense}"
+AXES = {"defense": ["no_defense", "sca"], "seed": [0, 1, 2]}
+""")))
+  assert sweep_cells.select(cells, None) == cells
+  assert sweep_cells.select(cells, "") == cells
+  picked = sweep_cells.select(cells, "sca/seed1, no_defense/*,sca/seed1")
+  assert [c.name for c in picked] == [
+      "sca/seed1", "no_defense/seed0", "no_defense/seed1",
+      "no_defense/seed2"]  # pattern order, each cell once
+  with pytest.raises(ValueError, match=r"--cells: 'sca/seed3' matches no "
+                     r"cell of this sweep \(6 cells: no_defense/seed0"):
+    sweep_cells.select(cells, "no_defense/*,sca/seed3")
+
+
 @pytest.mark.parametrize("text, match", [
     ("AXES = {'seed': [0]}", "CONFIG must be"),
     ("CONFIG = 'c.py'\nAXES = {'seed': []}", "AXES must map"),
