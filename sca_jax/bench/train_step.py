@@ -22,6 +22,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -239,12 +240,13 @@ def step_worker(out_path: str, batch: int, repeats: int, conv: str) -> None:
 def compare_malloc_settings(settings: dict[str, dict[str, str]],
                             batch: int = 64, repeats: int = 6,
                             rounds: int = 3, conv: str = "auto",
-                            workdir: str = "/tmp") -> dict:
+                            workdir: str | None = None) -> dict:
   """A/B of the training step under environment settings (name -> variables
   for a fresh process; the first is the reference): `rounds` rounds, each
   running one process per setting in turn, so that load drifts hit all
   alike. Per setting: every process's step times, page faults and system
   time, and the speed-up of the best and of the median step."""
+  workdir = workdir or tempfile.gettempdir()
   runs: dict[str, list[dict]] = {name: [] for name in settings}
   for r in range(rounds):
     for name, env_vars in settings.items():
