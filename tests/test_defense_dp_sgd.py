@@ -54,6 +54,25 @@ def test_noise_has_the_calibrated_scale_and_is_averaged_over_the_batch():
   np.testing.assert_allclose(g["w"], 1 / np.sqrt(3), rtol=1e-5)
 
 
+def test_privatized_sum_is_the_sum_of_the_clipped_gradients():
+  """The contraction with the clip factors equals clipping each example's
+  gradient and summing (what Abadi et al. write), on a tree with leaves of
+  several ranks, half the examples above the bound."""
+  keys = jax.random.split(jax.random.key(3), 3)
+  grads_E = {"w": jax.random.normal(keys[0], (8, 6, 5)),
+             "b": jax.random.normal(keys[1], (8, 5)),
+             "s": jax.random.normal(keys[2], (8,))}
+  _, norms = dp_sgd.clip_per_example(grads_E, 1e9)
+  clip = float(jnp.median(norms))
+  clipped, _ = dp_sgd.clip_per_example(grads_E, clip)
+  g, norms_again = dp_sgd.privatize(grads_E, clip, 0.0, jax.random.key(0))
+  np.testing.assert_allclose(norms_again, norms, rtol=1e-6)
+  for name in grads_E:
+    assert g[name].shape == grads_E[name].shape[1:]
+    np.testing.assert_allclose(g[name], clipped[name].sum(0) / 8, rtol=1e-5,
+                               atol=1e-7)
+
+
 def test_dp_train_step_runs_and_batch_norm_is_refused():
   trainer, _ = _trainer()
   x, y = _batch(8)
