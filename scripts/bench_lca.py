@@ -117,9 +117,9 @@ def parse_args(argv=None):
   p.add_argument("--code-iters", type=int, default=500)
   p.add_argument("--lcapt-short", type=int, default=5)
   p.add_argument("--lcapt-long", type=int, default=25)
-  # Internal: worker processes.
   p.add_argument("--rounds", type=int, default=3,
                  help="train_step_malloc: processes per setting, in turn")
+  # Internal: worker processes.
   p.add_argument("--worker", choices=("grad", "lcapt", "step"),
                  help=argparse.SUPPRESS)
   p.add_argument("--worker-mode", help=argparse.SUPPRESS)

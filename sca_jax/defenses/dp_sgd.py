@@ -63,8 +63,9 @@ def privatize(grads_E: Any, clip_norm: float, noise_multiplier: float,
   The clipped sum is one contraction of each (E, P) leaf with the clip
   factors, not a clipped copy summed over E: XLA:CPU summed the copy of the
   faithful target's first head layer (64 x 21952 x 500) over its leading
-  axis in 8.6 s of a 9.5 s step; contracted, the step takes 2.9 s (the
-  same gradients to float rounding; tests/test_defense_dp_sgd.py).
+  axis in 8.6 s of a 9.5 s step; contracted, the step takes 3.0-3.4 s
+  (Intel Xeon, 2 cores; the same updates to float rounding,
+  tests/test_defense_dp_sgd.py).
   """
   norms_E, flat = _norms_and_flat(grads_E)
   scale_E = _clip_scale(norms_E, clip_norm)
