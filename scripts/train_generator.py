@@ -41,8 +41,9 @@ def main(argv=None) -> None:
                  help="delete the output folder's checkpoints and quality "
                       "history first, instead of resuming")
   p.add_argument("--export_to", type=Path, default=None,
-                 help="only copy the run's quality history and latest sample "
-                      "grid here (e.g. results/generator), then exit")
+                 help="only copy the run's quality history, latest sample "
+                      "grid and exported generator here (e.g. "
+                      "results/generator), then exit")
   for f in dataclasses.fields(trainer.GanConfig):
     kind = type(f.default)
     p.add_argument(f"--{f.name}", type=_bool if kind is bool else kind,

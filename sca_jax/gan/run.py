@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -151,20 +152,47 @@ def run(cfg: trainer.GanConfig, dataset: str, out: Path,
 def export_summary(out: Path, dest: Path, prefix: str) -> Path:
   """Copies the small artefacts of run `out` into `dest` (the repository's
   results/generator/): `<prefix>_quality.json` (setup, reference floor and
-  the whole FID/coverage history) and `<prefix>_samples.png` (the latest
-  evaluation's first 64 samples)."""
+  the whole FID/coverage history), `<prefix>_samples.png` (the latest
+  evaluation's first 64 samples) and `<prefix>_generator/` (the exported EMA
+  generator, `params/` + `config.json`: ~1 MB at the recipe's width), so a
+  fresh clone can run Plug-&-Play without training it again."""
   history = json.loads((out / "quality.json").read_text())
   meta = json.loads((out / "run.json").read_text())
   dest.mkdir(parents=True, exist_ok=True)
   last = history[-1]
   grid = out / "samples" / f"{last['step']:06d}.png"
   (dest / f"{prefix}_samples.png").write_bytes(grid.read_bytes())
+  generator = export_generator(out, dest / f"{prefix}_generator")
   summary = dict(meta, latest=dict(
       step=last["step"], fid=last["fid"],
       coverage_entropy_ratio=last["coverage"]["entropy_ratio"],
       meets_coverage_bar=last["coverage"]["meets_bar"],
       wall_s=last["wall_s"]), history=history,
-      samples=f"{prefix}_samples.png (step {last['step']})")
+      samples=f"{prefix}_samples.png (step {last['step']})",
+      generator=f"{generator.name} (step {_generator_step(generator)})")
   path = dest / f"{prefix}_quality.json"
   path.write_text(json.dumps(summary, indent=1) + "\n")
   return path
+
+
+def _generator_step(path: Path) -> int:
+  return json.loads((path / "config.json").read_text())["source"].get("steps")
+
+
+def export_generator(out: Path, dest: Path) -> Path:
+  """Copies run `out`'s exported generator (`params/`, `config.json`) to
+  `dest`, replacing what was there only once the copy is complete."""
+  if not (out / "config.json").is_file() or not (out / "params").is_dir():
+    raise FileNotFoundError(f"{out}: no exported generator (params/ and "
+                            "config.json are written at each checkpoint)")
+  tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir(parents=True)
+  shutil.copytree(out / "params", tmp / "params")
+  shutil.copy2(out / "config.json", tmp / "config.json")
+  old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
+  if dest.exists():
+    dest.rename(old)
+  tmp.rename(dest)
+  shutil.rmtree(old, ignore_errors=True)
+  return dest
