@@ -159,10 +159,11 @@ def export_summary(out: Path, dest: Path, prefix: str) -> Path:
   history = json.loads((out / "quality.json").read_text())
   meta = json.loads((out / "run.json").read_text())
   dest.mkdir(parents=True, exist_ok=True)
+  # First: without a generator nothing of the last export is replaced.
+  generator = export_generator(out, dest / f"{prefix}_generator")
   last = history[-1]
   grid = out / "samples" / f"{last['step']:06d}.png"
   (dest / f"{prefix}_samples.png").write_bytes(grid.read_bytes())
-  generator = export_generator(out, dest / f"{prefix}_generator")
   summary = dict(meta, latest=dict(
       step=last["step"], fid=last["fid"],
       coverage_entropy_ratio=last["coverage"]["entropy_ratio"],
@@ -175,7 +176,7 @@ def export_summary(out: Path, dest: Path, prefix: str) -> Path:
   return path
 
 
-def _generator_step(path: Path) -> int:
+def _generator_step(path: Path) -> int | None:
   return json.loads((path / "config.json").read_text())["source"].get("steps")
 
 
