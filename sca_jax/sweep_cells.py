@@ -278,13 +278,15 @@ COLLECT_PATTERNS = (RESULTS_FILE, "config.json", CELL_FILE, STATUS_FILE,
                     "umap_*.png", "attacks/*.png")
 
 
-def collect(root: str | Path, out: str | Path) -> list[Path]:
+def collect(root: str | Path, out: str | Path,
+            patterns: tuple[str, ...] = COLLECT_PATTERNS) -> list[Path]:
   """Copies each finished run's small files under `root` to `out/<cell>/`.
 
-  A run is finished when it has a results.json; its results, config, cell
-  and status records and pictures are copied (checkpoints are not), so the
-  grid can be reported (`sweep report --root=<out>`) and resumed elsewhere.
-  Returns the files that were new or changed.
+  A run is finished when it has a results.json; the files matching
+  `patterns` (by default its results, config, cell and status records and
+  pictures; never checkpoints) are copied, so the grid can be reported
+  (`sweep report --root=<out>`) and resumed elsewhere. Returns the files
+  that were new or changed.
   """
   root, out = Path(root), Path(out)
   if not root.is_dir():
@@ -294,7 +296,7 @@ def collect(root: str | Path, out: str | Path) -> list[Path]:
     cell = results.parent
     if any(part.startswith(".") for part in cell.relative_to(root).parts):
       continue  # submitit's folders
-    for pattern in COLLECT_PATTERNS:
+    for pattern in patterns:
       for src in sorted(cell.glob(pattern)):
         dst = out / src.relative_to(root)
         data = src.read_bytes()

@@ -2,7 +2,7 @@
 
   python scripts/run_plug_and_play.py --sweep_root=runs/verdict \
       --cells=mnist/no_defense/seed0,mnist/sca_lam0.5/seed0 \
-      --generator=~/.cache/sca_jax/generators/mnist_aux
+      --generator=results/generator/mnist_generator
 
 Each cell of a sweep (`python -m sca_jax.sweep`; its workdir
 `<sweep_root>/<cell>` holds the trained target and the sweep's cell.json) has
@@ -15,11 +15,22 @@ cell's config with
 accuracy, FID, nearest-image PSNR/SSIM, each beside the random-sample floor)
 and `<out>_grids/<cell>.png`; below the table, the same numbers over seeds
 (mean +- std, 95% bootstrap interval, paired difference to No-Defense) as
-`sweep report` writes them for the grid. A copy attacked earlier with the same
-attack settings is tabulated as it is (the target is not restored and
-evaluated again); one attacked with other settings is attacked again.
-`--table_only` runs nothing and rebuilds both from the attacked copies,
-refusing a copy whose attack ran with other settings.
+`sweep report` writes them for the grid.
+
+Each attacked copy's small files (results.json, config.json) are collected
+into `<out>_cells/<cell>/`, to be committed beside the table: a copy
+attacked earlier with the same attack settings, under `<work_root>` or
+there, is tabulated as it is (the target is not restored and evaluated
+again); one attacked with other settings is attacked again. `--table_only`
+runs nothing and rebuilds the table from them, refusing a copy whose attack
+ran with other settings.
+
+Targets are not committed (~240 MB each), so a cell collected by
+`sweep collect` (`--sweep_root=results/verdict/cells`) has no checkpoint.
+`--train_missing` trains such a target again from its cell's config and
+seed in the work copy, then attacks it; the table's `target_reproduced`
+says whether its test accuracy equals the grid cell's (same config and seed
+give the same target), and a target that differs is reported, not hidden.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from sca_jax import sweep_cells
 COLUMNS = ["run", "test_accuracy", "attack_accuracy", "attack_accuracy_floor",
            "fid", "fid_floor", "psnr", "psnr_floor", "ssim", "ssim_floor",
            "confidence_initial", "confidence_optimized", "num_images",
-           "time_s"]
+           "time_s", "target_reproduced"]
 FOOTER = ("Per attack image: attack_accuracy by the independent evaluation "
           "classifier, FID between the class's training images and the "
           "attack's (evaluation-classifier features), PSNR/SSIM against the "
@@ -70,6 +81,27 @@ def _finished(workdir: Path, want: dict) -> dict:
   return res
 
 
+def _earlier(workdirs: list[Path], want: dict) -> dict | None:
+  """The first of `workdirs` holding an attack with the settings `want`."""
+  for workdir in workdirs:
+    try:
+      return _finished(workdir, want)
+    except (FileNotFoundError, ValueError):
+      continue
+  return None
+
+
+def _reproduced(trained: Path, res: dict) -> str:
+  """Whether a retrained target's test accuracy equals its grid cell's."""
+  path = trained / sweep_cells.RESULTS_FILE
+  if not path.is_file():
+    return "no grid result to compare"
+  grid = json.loads(path.read_text())["test_accuracy"]
+  if grid == res["test_accuracy"]:
+    return "yes"
+  return f"NO: grid {grid}"
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--sweep_root", required=True)
@@ -86,9 +118,14 @@ def main() -> None:
                   "results/plug_and_play/<dataset>")
   ap.add_argument("--table_only", action="store_true",
                   help="run nothing: tabulate the attacked copies already "
-                  "under --work_root (their attack config must match)")
+                  "under --work_root or <out>_cells (their attack config "
+                  "must match)")
+  ap.add_argument("--train_missing", action="store_true",
+                  help="train a cell's target again (its config and seed) "
+                  "where the sweep root holds no checkpoint")
   args = ap.parse_args()
   out = Path(args.out or ROOT / "results" / "plug_and_play" / args.dataset)
+  cells_dir = Path(f"{out}_cells")
   generator = str(Path(args.generator).expanduser().absolute())
   sweep_root = Path(args.sweep_root).absolute()
   work_root = Path(args.work_root or sweep_root.with_name(
@@ -112,25 +149,39 @@ def main() -> None:
     for item in args.override:
       k, _, v = item.partition("=")
       sweep_cells.set_field(c.attack.plug_and_play, k, v)
-    if not (trained / "checkpoints").is_dir():
-      raise FileNotFoundError(f"{trained}/checkpoints: train the target "
-                              "first (python -m sca_jax.sweep)")
     workdir = work_root / run
     want = c.attack.plug_and_play.to_dict()
     if args.table_only:
-      res = _finished(workdir, want)
+      res = _earlier([workdir], want) or _finished(cells_dir / run, want)
     else:
-      try:  # attacked earlier with these settings: no need to restore and
-        res = _finished(workdir, want)  # evaluate the target again
-        print(f"=== {run}: attacked earlier with these settings "
-              f"({workdir / sweep_cells.RESULTS_FILE})", flush=True)
-      except (FileNotFoundError, ValueError):
+      # Attacked earlier with these settings: no need to restore and
+      # evaluate the target again.
+      res = _earlier([workdir, cells_dir / run], want)
+      if res is not None:
+        print(f"=== {run}: attacked earlier with these settings", flush=True)
+      else:
+        retrain = not (trained / "checkpoints").is_dir()
+        if retrain and not args.train_missing:
+          raise FileNotFoundError(
+              f"{trained}/checkpoints: no trained target; train it with "
+              "python -m sca_jax.sweep, or pass --train_missing")
         if not workdir.exists():
           workdir.mkdir(parents=True)
-          shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
-          shutil.copy2(trained / "config.json", workdir / "config.json")
-        print(f"=== {run}", flush=True)
+          if not retrain:
+            shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
+            shutil.copy2(trained / "config.json", workdir / "config.json")
+        c.train.skip = not retrain  # an interrupted retraining resumes
+        print(f"=== {run}" + (" (training its target again)"
+                               if not c.train.skip else ""), flush=True)
         res = experiment.run(c, workdir)
+        if retrain:
+          res["target_reproduced"] = _reproduced(trained, res)
+          experiment.write_json(workdir / sweep_cells.RESULTS_FILE, res)
+          print(f"=== {run}: target reproduced: {res['target_reproduced']}",
+                flush=True)
+      # The pictures go to <out>_grids; the records are what the table needs.
+      sweep_cells.collect(work_root, cells_dir,
+                          (sweep_cells.RESULTS_FILE, "config.json"))
     r = res["attacks"]["plug_and_play"]
     fl = r["floor"]
     rows.append({
@@ -142,23 +193,28 @@ def main() -> None:
         "ssim": r["ssim"]["mean"], "ssim_floor": fl["ssim"]["mean"],
         "confidence_initial": r["target_confidence"]["initial"],
         "confidence_optimized": r["target_confidence"]["optimized"],
-        "num_images": r["num_images"], "time_s": r["total_time_s"]})
-    grids = Path(f"{out}_grids")
-    grids.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(workdir / "attacks" / "plug_and_play.png",
-                 grids / f"{run.replace('/', '_')}.png")
+        "num_images": r["num_images"], "time_s": r["total_time_s"],
+        "target_reproduced": res.get("target_reproduced", "not retrained")})
+    picture = next((d / "attacks" / "plug_and_play.png"
+                    for d in (workdir, cells_dir / run)
+                    if (d / "attacks" / "plug_and_play.png").is_file()), None)
+    if picture is not None:
+      grids = Path(f"{out}_grids")
+      grids.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(picture, grids / f"{run.replace('/', '_')}.png")
   source = json.loads((Path(generator) / "config.json").read_text())["source"]
   header = report.header_lines(f"Plug-&-Play on {args.dataset}")
   header.insert(3, f"- generator: `{generator}`: {json.dumps(source)}")
   report.write_table(rows, COLUMNS, out, header, FOOTER)
   # Over seeds: mean +- std, bootstrap intervals and the paired difference
-  # to No-Defense, as `sweep report` gives the grid (same reader, same code).
-  attacked = [r for r in results_lib.load_results(work_root)
+  # to No-Defense, as `sweep report` gives the grid (same reader, same code),
+  # from the collected copies (the work copies may be gone).
+  attacked = [r for r in results_lib.load_results(cells_dir)
               if r["cell"] in {row["run"] for row in rows}]
   summary = report.aggregate(attacked)
   with out.with_suffix(".md").open("a") as f:
     f.write("\n## Over seeds\n\n" + report.summary_markdown(summary) + "\n")
-  print(f"wrote {out}.md/.csv and {out}_grids/")
+  print(f"wrote {out}.md/.csv, {out}_grids/ and {cells_dir}/")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """scripts/run_plug_and_play.py on a tiny trained sweep cell: the attacked
 copy goes beside the sweep (its cell stays as it was), and the table, the
 over-seeds summary with the generator-sample floor and the picture land
-under --out; a second run reuses the attacked copy, and `--table_only`
-rebuilds them without running anything."""
+under --out, the copy's records under <out>_cells; a second run reuses the
+attacked copy, and `--table_only` rebuilds them without running anything,
+also once the work copies are gone. A collected cell (no checkpoint) is
+trained again with --train_missing, to the same target."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +41,10 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
   generator = stylegan.save_generator(random_generator(), tmp_path / "gen")
   out = tmp_path / "results" / "mnist"
 
-  def script(*extra, **ppa):
+  def script(*extra, root=sweep_root, **ppa):
     return subprocess.run(
         [sys.executable, "scripts/run_plug_and_play.py",
-         f"--sweep_root={sweep_root}", f"--cells={CELL}",
+         f"--sweep_root={root}", f"--cells={CELL}",
          f"--generator={generator}", f"--out={out}",
          *[f"--override={k}={v}" for k, v in dict(PPA, **ppa).items()],
          *extra],
@@ -76,3 +79,32 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
     assert out.with_suffix(".csv").read_text() == table
   proc = script("--table_only", steps=3)
   assert proc.returncode != 0 and "other settings (steps)" in proc.stderr
+
+  # The records are collected beside the table, so it survives the work
+  # copies (which hold the ~MB checkpoints and are not committed).
+  cells = Path(f"{out}_cells") / CELL
+  assert sorted(p.name for p in cells.iterdir()) == ["config.json",
+                                                     "results.json"]
+  shutil.rmtree(tmp_path / "verdict_pnp")
+  out.with_suffix(".csv").unlink()
+  proc = script("--table_only")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert out.with_suffix(".csv").read_text() == table
+  assert "| random_generator_samples |" in out.with_suffix(".md").read_text()
+
+  # A collected grid cell has no checkpoint: refused by name, then trained
+  # again from its config and seed, to the same test accuracy.
+  collected = tmp_path / "collected"
+  sweep_cells.collect(sweep_root, collected)
+  shutil.rmtree(Path(f"{out}_cells"))
+  proc = script(root=collected)
+  assert proc.returncode != 0 and "--train_missing" in proc.stderr
+  proc = script("--train_missing", root=collected)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert "training its target again" in proc.stdout
+  retrained = json.loads((cells / "results.json").read_text())
+  assert retrained["target_reproduced"] == "yes"
+  assert retrained["test_accuracy"] == res["test_accuracy"]
+  assert retrained["attacks"]["plug_and_play"]["attack_accuracy"] == (
+      ppa["attack_accuracy"])
+  assert ",yes\n" in out.with_suffix(".csv").read_text()
