@@ -92,14 +92,26 @@ def _earlier(workdirs: list[Path], want: dict) -> dict | None:
 
 
 def _reproduced(trained: Path, res: dict) -> str:
-  """Whether a retrained target's test accuracy equals its grid cell's."""
+  """Whether a retrained target's test accuracy equals its grid cell's.
+
+  XLA:CPU rounds differently per instruction set and thread count, so a
+  target trained on another processor kind (or core count) may differ;
+  the answer names both then."""
   path = trained / sweep_cells.RESULTS_FILE
   if not path.is_file():
     return "no grid result to compare"
-  grid = json.loads(path.read_text())["test_accuracy"]
-  if grid == res["test_accuracy"]:
+  grid = json.loads(path.read_text())
+  if grid["test_accuracy"] == res["test_accuracy"]:
     return "yes"
-  return f"NO: grid {grid}"
+  where = ""
+  machines = [{k: r.get("machine", {}).get(k) for k in ("processor",
+                                                        "usable_cpus")}
+              for r in (grid, res)]
+  if machines[0] != machines[1]:
+    where = (f" (grid trained on {machines[0]['processor']}, "
+             f"{machines[0]['usable_cpus']} cores; here "
+             f"{machines[1]['processor']}, {machines[1]['usable_cpus']})")
+  return f"NO: grid {grid['test_accuracy']}{where}"
 
 
 def main() -> None:

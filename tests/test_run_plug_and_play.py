@@ -6,6 +6,7 @@ attacked copy, and `--table_only` rebuilds them without running anything,
 also once the work copies are gone. A collected cell (no checkpoint) is
 trained again with --train_missing, to the same target."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -108,3 +109,24 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
   assert retrained["attacks"]["plug_and_play"]["attack_accuracy"] == (
       ppa["attack_accuracy"])
   assert ",yes\n" in out.with_suffix(".csv").read_text()
+
+
+def test_reproduced_names_the_machines_when_targets_differ(tmp_path):
+  spec = importlib.util.spec_from_file_location(
+      "run_plug_and_play", REPO / "scripts" / "run_plug_and_play.py")
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  intel = {"processor": "Intel(R) Xeon(R) Processor", "usable_cpus": 2}
+  amd = {"processor": "AMD EPYC", "usable_cpus": 2}
+  assert script._reproduced(tmp_path, {"test_accuracy": 0.9}) == (
+      "no grid result to compare")
+  (tmp_path / "results.json").write_text(json.dumps(
+      {"test_accuracy": 0.974, "machine": intel}))
+  assert script._reproduced(tmp_path, {"test_accuracy": 0.974,
+                                       "machine": amd}) == "yes"
+  assert script._reproduced(tmp_path, {"test_accuracy": 0.9728,
+                                       "machine": intel}) == "NO: grid 0.974"
+  assert script._reproduced(tmp_path, {"test_accuracy": 0.9728,
+                                       "machine": amd}) == (
+      "NO: grid 0.974 (grid trained on Intel(R) Xeon(R) Processor, 2 cores; "
+      "here AMD EPYC, 2)")
