@@ -153,7 +153,6 @@ def main() -> None:
                                 tuple(cell["overrides"].items()))
     if args.data_dir:
       c.data.data_dir = args.data_dir
-    c.train.skip = True
     c.attacks = ("plug_and_play",)
     if "umap" in c:
       c.umap = False  # the grid's cell drew them already
@@ -207,10 +206,10 @@ def main() -> None:
         "confidence_optimized": r["target_confidence"]["optimized"],
         "num_images": r["num_images"], "time_s": r["total_time_s"],
         "target_reproduced": res.get("target_reproduced", "not retrained")})
-    picture = next((d / "attacks" / "plug_and_play.png"
-                    for d in (workdir, cells_dir / run)
-                    if (d / "attacks" / "plug_and_play.png").is_file()), None)
-    if picture is not None:
+    # Only a work copy has it (<out>_cells keeps records, not pictures);
+    # without one, the grid copied earlier stays.
+    picture = workdir / "attacks" / "plug_and_play.png"
+    if picture.is_file():
       grids = Path(f"{out}_grids")
       grids.mkdir(parents=True, exist_ok=True)
       shutil.copy2(picture, grids / f"{run.replace('/', '_')}.png")
