@@ -81,7 +81,10 @@ def test_decoding_recovers_layer_input_within_lca_error(sca, images, reps):
     decoded = np.asarray(
         code_decoding.make_decoder(sca, leak, images)(reps[leak]))
     err = np.linalg.norm(x_in - decoded) / np.linalg.norm(x_in)
-    # Decoding is exactly D a; batch norm is inverted exactly.
+    # Decoding is exactly D a; batch norm is inverted exactly: the same
+    # image, not only the same error.
+    np.testing.assert_allclose(decoded, np.asarray(lca_recon), rtol=1e-4,
+                               atol=1e-4 * float(np.abs(lca_recon).max()))
     np.testing.assert_allclose(err, lca_err, rtol=1e-3, atol=1e-4)
   assert lca_err < 0.3, lca_err
 

@@ -4,10 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
+from scipy import integrate, stats
 
 from conftest import tiny_config
-from sca_jax.defenses import DEFENSES
+from sca_jax.defenses import DEFENSES, mid
 from sca_jax.models import build_model
 
 
@@ -36,6 +38,24 @@ def test_training_samples_inference_uses_the_mean():
   assert not jnp.allclose(model(x, key=k1)[0], model(x, key=k2)[0])
 
 
+def test_kl_equals_numerical_integration():
+  """KL(N(mu, s^2) || N(0, 1)) per dimension, integrated by scipy, summed."""
+  mu = np.array([[0.0, 0.5, -1.2], [0.0, 2.0, 0.3]])
+  std = np.array([[1.0, 0.4, 1.7], [1.0, 1.0, 0.2]])
+
+  def kl_1d(m, s):
+    p, q = stats.norm(m, s), stats.norm(0.0, 1.0)
+    return integrate.quad(lambda z: p.pdf(z) * (p.logpdf(z) - q.logpdf(z)),
+                          m - 12 * s, m + 12 * s)[0]
+
+  want = [sum(kl_1d(m, s) for m, s in zip(mr, sr)) for mr, sr in zip(mu, std)]
+  got = mid.kl_to_standard_normal(jnp.asarray(mu, jnp.float32),
+                                  jnp.asarray(std, jnp.float32))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+  assert float(mid.kl_to_standard_normal(jnp.zeros(4), jnp.ones(4))) == (
+      pytest.approx(0.0, abs=1e-6))
+
+
 def test_kl_term_changes_the_gradient():
   c, model, x = _setup(beta=0.1)
   y = jnp.arange(16) % 10
@@ -51,7 +71,12 @@ def test_kl_term_changes_the_gradient():
     return nnx.jit(nnx.grad(f))(model)
 
   logits, reps = model(x, train=True, key=jax.random.key(1))
-  assert float(extra(logits, reps, x, y, None)[1]["kl"]) > 0
+  term, aux = extra(logits, reps, x, y, None)
+  want = mid.kl_to_standard_normal(reps["bottleneck_mu"],
+                                   reps["bottleneck_std"]).mean()
+  assert float(aux["kl"]) > 0
+  np.testing.assert_allclose(float(aux["kl"]), float(want), rtol=1e-6)
+  np.testing.assert_allclose(float(term), 0.1 * float(want), rtol=1e-6)
   g0, g1 = grads(False), grads(True)
   d = jnp.max(jnp.abs(g0.before_head_layers[0].kernel.get_value()
                       - g1.before_head_layers[0].kernel.get_value()))

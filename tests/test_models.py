@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from sca_jax.lca import spectral
 from sca_jax.models import Dictionary, build_model
 from conftest import tiny_config
 
@@ -59,12 +60,26 @@ def test_bad_model_settings_fail_clearly():
     _model("sca", threshold="median")
 
 
-def test_fft_convolutions_give_the_same_model_outputs():
+def test_fft_convolutions_give_the_same_model_outputs(monkeypatch):
+  # Which dictionaries went through the FFT: "auto" must route the 4->16
+  # layer there (channels x features = 64) and keep the one-channel layer
+  # direct, else this would compare the direct path with itself.
+  built = []
+  build = spectral.SpectralDictionary.build.__func__
+
+  def counting_build(cls, D_KKCF, hw):
+    built.append(tuple(D_KKCF.shape))
+    return build(cls, D_KKCF, hw)
+
+  monkeypatch.setattr(spectral.SpectralDictionary, "build",
+                      classmethod(counting_build))
   x = jax.random.uniform(jax.random.key(3), (2, 28, 28, 1))
   logits = {}
   for conv in ("direct", "auto"):
+    built.clear()
     model = _model("sca", strides=(1, 1), features=(4, 16), conv=conv)
     assert all(l.cfg.conv == conv for _, l in model.sparse_layers())
     logits[conv] = model(x, train=False)[0]
+    assert {s[2:] for s in built} == ({(4, 16)} if conv == "auto" else set())
   np.testing.assert_allclose(logits["auto"], logits["direct"], rtol=1e-4,
                              atol=1e-4)

@@ -19,6 +19,13 @@ _SCRIPT = textwrap.dedent("""
     from conftest import tiny_config
     from sca_jax import parallel, train
     from sca_jax.models import build_model
+    mesh8 = parallel.data_mesh(8)
+    parallel.check_batch_size(32, mesh8)
+    try:
+      parallel.check_batch_size(7, mesh8)
+      raise SystemExit("a batch of 7 was accepted on 8 devices")
+    except ValueError as e:
+      assert "config.train.batch_size=7 must be a multiple of the 8" in str(e)
     cfg = tiny_config("sca")
     cfg.defense.num_iters = 4
     model = build_model(cfg.defense, (28, 28, 1), 10, jax.random.key(0))
@@ -57,8 +64,9 @@ def test_eight_device_step_equals_one_device_step():
   assert "EQUAL" in out.stdout
 
 
-def test_batch_must_divide_over_devices():
-  mesh = parallel.data_mesh(1)
-  parallel.check_batch_size(7, mesh)  # one device takes any batch
+def test_one_device_takes_any_batch_and_too_many_devices_fail():
+  # The refusal of a batch that does not divide over 8 devices is checked
+  # in the 8-device script above (this process sees one device).
+  parallel.check_batch_size(7, parallel.data_mesh(1))
   with pytest.raises(ValueError, match="num_devices"):
     parallel.data_mesh(10_000)

@@ -180,16 +180,25 @@ def test_olivetti_cuts_larger_than_the_held_out_part(data_dir):
   c = tiny_config("sca", data_dir)
   c.data.name = "olivetti_faces"
   c.data.max_test, c.data.max_aux = 100, 100  # 120 images are held out
-  try:
-    splits = experiment.make_splits(c.data, c.seed)
-  except ValueError as e:  # splits that refuse to share images: also fine
-    assert "max_test" in str(e)
-    return
+  with pytest.raises(ValueError, match=r"config.data.max_test=100 and "
+                     r"config.data.max_aux=100 without sharing images"):
+    experiment.make_splits(c.data, c.seed)
+
+
+@pytest.mark.parametrize("cuts,shared", [((60, 60), False),
+                                         ((None, None), True)])
+def test_olivetti_overlap_is_counted_and_logged(data_dir, cuts, shared):
+  if not (Path(data_dir) / "olivetti_faces").is_dir():
+    pytest.skip(f"no olivetti_faces files under {data_dir}")
+  c = tiny_config("sca", data_dir)
+  c.data.name = "olivetti_faces"
+  c.data.max_test, c.data.max_aux = cuts
+  splits = experiment.make_splits(c.data, c.seed)
   lines = []
   checks = validation.check_data(c, splits, log=lines.append)
-  want = np.intersect1d(splits.test_index, splits.aux_index).size
-  assert checks["test_aux_overlap"] == want
-  assert len(lines) == (1 if want else 0)
+  # Uncut, test and aux are the same 120 held-out images; cut, disjoint.
+  assert checks["test_aux_overlap"] == (120 if shared else 0)
+  assert len(lines) == (1 if shared else 0)
 
 
 def test_config_is_not_mutated_by_validation():

@@ -46,3 +46,18 @@ def test_one_metric_failing_is_enough_to_not_defend():
   j = verdict.judge(report.aggregate(rows), "mnist", "sca_lam0.5", "split")
   assert j["decision"] == "does not defend"
   assert not j["metrics"]["ssim"]["passes"] and j["metrics"]["psnr"]["passes"]
+
+
+def test_a_missing_metric_or_two_baseline_seeds_is_no_verdict():
+  rows = _rows([8.0, 8.1, 7.9], [10.0, 10.2, 9.8])
+  no_reid = [r for r in rows if r["metric"] != "reid_feature"]
+  j = verdict.judge(report.aggregate(no_reid), "mnist", "sca_lam0.5", "split")
+  # Every clause present passes, but the rule needs all of them.
+  assert all(v["passes"] for v in j["metrics"].values())
+  assert "reid_feature" not in j["metrics"]
+  assert j["decision"] == "does not defend"
+  two_base = [r for r in rows
+              if not (r["target"] == "no_defense" and r["seed"] == 2)]
+  j = verdict.judge(report.aggregate(two_base), "mnist", "sca_lam0.5",
+                    "split")
+  assert j["seeds"] == (3, 2) and j["decision"] == "anecdote"

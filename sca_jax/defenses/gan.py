@@ -2,11 +2,22 @@
 
 `gan_augment` (common industry defense): a class-conditional GAN (MLP
 generator and discriminator, non-saturating loss, Adam 2e-4 / beta1 0.5) is
-trained for `gan_epochs` (paper: 25; CPU default 2) on the target's training
+trained for `gan_epochs` (25, the paper's) on the target's training
 set; then `gan_fraction` x N generated images (labels drawn from the training
 label distribution, the generator conditioned on them) join the real ones.
 Generated images are in [0, 1] like the data. The GAN is also the start of
 Gong et al.'s defense (`gong.py`).
+
+The conditioning is AC-GAN's (Odena et al. 2017): the discriminator does not
+see the label but predicts it beside real/fake, and the generator is also
+trained to make its class recognisable; the discriminator sees images
+centred to [-1, 1] (DCGAN's data range). Measured on 10,000 MNIST training
+images: the earlier form (label concatenated to the discriminator's input,
+[0, 1] inputs) collapsed to one blurred image for every label (a classifier
+agreed with the conditioned label on 10% of samples, chance; pixel std across
+samples 0.01); this one reaches 87% agreement after 1,000 steps and 90% after
+4,000 (the classifier scores 89% on real held-out digits) with the real
+data's spread (std 0.19; tests/test_defense_gan.py).
 """
 
 from __future__ import annotations
@@ -35,21 +46,27 @@ class Generator(nnx.Module):
     h = jnp.concatenate([z, jax.nn.one_hot(y, self.num_classes)], -1)
     h = jax.nn.leaky_relu(self.l1(h), 0.2)
     h = jax.nn.leaky_relu(self.l2(h), 0.2)
-    return jax.nn.sigmoid(self.out(h))
+    return (jnp.tanh(self.out(h)) + 1.0) / 2.0  # DCGAN's tanh, onto [0, 1]
 
 
 class Discriminator(nnx.Module):
+  """AC-GAN discriminator: (real/fake logit (B,), class logits (B, classes))
+  of flat images in [0, 1]; the label is predicted, not given."""
+
   def __init__(self, in_dim: int, num_classes: int, *, rngs: nnx.Rngs):
-    self.num_classes = num_classes
-    self.l1 = nnx.Linear(in_dim + num_classes, 512, rngs=rngs)
+    self.l1 = nnx.Linear(in_dim, 512, rngs=rngs)
     self.l2 = nnx.Linear(512, 256, rngs=rngs)
     self.out = nnx.Linear(256, 1, rngs=rngs)
+    self.cls = nnx.Linear(256, num_classes, rngs=rngs)
 
-  def __call__(self, x, y):
-    h = jnp.concatenate([x, jax.nn.one_hot(y, self.num_classes)], -1)
-    h = jax.nn.leaky_relu(self.l1(h), 0.2)
+  def __call__(self, x):
+    h = jax.nn.leaky_relu(self.l1(2.0 * x - 1.0), 0.2)
     h = jax.nn.leaky_relu(self.l2(h), 0.2)
-    return self.out(h)[:, 0]
+    return self.out(h)[:, 0], self.cls(h)
+
+
+def _class_loss(logits, y):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def train_gan(x_NHWC: np.ndarray, y_N: np.ndarray, num_classes: int,
@@ -70,14 +87,18 @@ def train_gan(x_NHWC: np.ndarray, y_N: np.ndarray, num_classes: int,
     fake = gen(z, y)
 
     def d_loss(disc):
-      real_l, fake_l = disc(x, y), disc(jax.lax.stop_gradient(fake), y)
+      (real_l, real_c), (fake_l, fake_c) = disc(x), disc(
+          jax.lax.stop_gradient(fake))
       return (optax.sigmoid_binary_cross_entropy(real_l, 1.0).mean()
-              + optax.sigmoid_binary_cross_entropy(fake_l, 0.0).mean())
+              + optax.sigmoid_binary_cross_entropy(fake_l, 0.0).mean()
+              + _class_loss(real_c, y) + _class_loss(fake_c, y))
     dl, dg = nnx.value_and_grad(d_loss)(disc)
     d_opt.update(disc, dg)
 
-    def g_loss(gen):  # non-saturating
-      return optax.sigmoid_binary_cross_entropy(disc(gen(z, y), y), 1.0).mean()
+    def g_loss(gen):  # non-saturating, and recognisably of class y
+      fake_l, fake_c = disc(gen(z, y))
+      return (optax.sigmoid_binary_cross_entropy(fake_l, 1.0).mean()
+              + _class_loss(fake_c, y))
     gl, gg = nnx.value_and_grad(g_loss)(gen)
     g_opt.update(gen, gg)
     return dl, gl
@@ -127,7 +148,11 @@ def gan_augment(cfg: ml_collections.ConfigDict, x_NHWC: np.ndarray,
 
 
 def defaults(paper: bool) -> dict:
-  return {"gan_epochs": 25 if paper else 2,  # paper: 25
+  del paper  # the same in every protocol
+  # Paper: 25. Also the CPU default: 2 epochs left the samples barely
+  # conditioned (20% agreement, tests/test_defense_gan.py), 25 take ~40 s on
+  # 10,000 images on 2 cores.
+  return {"gan_epochs": 25,
           "gan_fraction": 1.0}  # generated images per real image
 
 

@@ -169,7 +169,8 @@ def gong_gan_pp(cfg: ml_collections.ConfigDict, x_NHWC: np.ndarray,
 
 def defaults(paper: bool) -> dict:
   """config.defense fields (module docstring); fractions: per real image."""
-  return {"gan_epochs": 25 if paper else 2, "gong_protected_labels": (),
+  # gan_epochs: the paper's 25 everywhere, as gan_augment's (gan.defaults).
+  return {"gan_epochs": 25, "gong_protected_labels": (),
           "gong_type1_fraction": 0.5, "gong_type2_fraction": 0.5,
           "gong_pretrain_epochs": 25 if paper else 3, "gong_pretrain_lr": 1e-3,
           "gong_gen_steps": 2000 if paper else 200, "gong_gen_lr": 1e-3,

@@ -98,7 +98,7 @@ def _misleading_step(gstate, opt_state, dstate, state, mu, r, z, y, lr,
 
   def loss_fn(gstate):
     x = nnx.merge(gdef, gstate)(z, y)
-    adv = optax.sigmoid_binary_cross_entropy(disc(x, y), 1.0).mean()
+    adv = optax.sigmoid_binary_cross_entropy(disc(x)[0], 1.0).mean()
     logits, h = victim_apply(trainer, state, x.reshape((-1, *image_shape)))
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     d = relative_distance(h, y, mu, r)
