@@ -213,11 +213,13 @@ def test_train_step_is_pure(mnist):
   state = inversion.InversionState(params, rest, tx.init(params))
   step = jax.jit(inversion.make_train_step(graphdef, tx, "bce"))
   batch = (jnp.ones((4, 64)), jnp.asarray(mnist.aux_x[:4]))
+  before = [np.array(v) for v in jax.tree.leaves(state)]
   s1, m1 = step(state, batch, jax.random.key(0))
   s2, m2 = step(state, batch, jax.random.key(0))
   assert float(m1["loss"]) == float(m2["loss"])
   leaves = lambda s: [np.asarray(v) for v in jax.tree.leaves(s)]
   assert all(np.array_equal(a, b) for a, b in zip(leaves(s1), leaves(s2)))
   # The input state is not modified; batch statistics did move.
+  assert all(np.array_equal(a, b) for a, b in zip(before, leaves(state)))
   assert not all(np.array_equal(a, b) for a, b in
                  zip(leaves(state.rest), leaves(s1.rest)))

@@ -2,6 +2,7 @@
 without rerunning finished cells, reports failing cells; the SLURM sbatch
 script holds partition, time, GPUs and every cell's command."""
 
+import csv
 import json
 import os
 import stat
@@ -116,9 +117,12 @@ def test_tiny_grid_runs_resumes_and_reports_failures(tmp_path, data_dir):
 
   # The report aggregates the two seeds of each target.
   report.write_report(root, tmp_path / "report")
-  summary = (tmp_path / "report" / "summary.csv").read_text().splitlines()
-  acc = [line for line in summary if ",small,target,test_accuracy," in line]
-  assert len(acc) == 1 and ",2," in acc[0]
+  with open(tmp_path / "report" / "summary.csv", newline="") as f:
+    acc = [r for r in csv.DictReader(f) if (r["target"], r["threat_model"],
+                                            r["metric"]) == (
+                                                "small", "target",
+                                                "test_accuracy")]
+  assert len(acc) == 1 and acc[0]["n"] == "2"
 
 
 def test_dry_run_lists_cells_and_their_commands(tmp_path, capsys):

@@ -98,12 +98,44 @@ def test_every_field_bad_type_or_range_fails_before_compute(
   assert not (tmp_path / "w").exists()
 
 
+# Fields whose default is a plain None take any type, so the fuzz above
+# cannot derive wrong values for them; each has its own test below.
+_UNTYPED = {"attack.plug_and_play.center_crop", "attack.plug_and_play.classes",
+            "attack.plug_and_play.generator_path"}
+
+
+def _untyped(c: ml_collections.ConfigDict, prefix: str = ""):
+  for key in c.keys():
+    if isinstance(c[key], ml_collections.ConfigDict):
+      yield from _untyped(c[key], f"{prefix}{key}.")
+    else:
+      try:
+        c.get_ref(key).get_type()
+      except ValueError:
+        yield f"{prefix}{key}"
+
+
 def test_fuzz_covers_every_non_bool_field():
   default = config_lib.get_config(None, name="sca", dataset="mnist")
   covered = {p for p, _ in _cases()}
   for path, kind, _ in _leaves(default):
     assert path in covered and (kind is bool or sum(
         p == path for p, _ in _cases()) >= 2)
+  assert set(_untyped(default)) == _UNTYPED
+
+
+@pytest.mark.parametrize("field,value", [
+    ("center_crop", 0), ("center_crop", 2.5), ("center_crop", "28"),
+    ("classes", ()), ("classes", (1, -2)), ("classes", "0,1"),
+    ("classes", (0.5,)), ("generator_path", 3),
+    ("generator_path", "/no/such/generator")])
+def test_untyped_plug_and_play_fields_fail_before_compute(field, value):
+  c = config_lib.get_config(None, name="sca", dataset="mnist")
+  c.attacks = ("plug_and_play",)
+  c.attack.plug_and_play[field] = value
+  with pytest.raises((ValueError, FileNotFoundError),
+                     match=f"attack.plug_and_play.{field}"):
+    validation.validate(c)
 
 
 def test_default_and_tiny_configs_pass_and_odd_learning_rate_warns():

@@ -91,6 +91,20 @@ def _check(cfg: ml_collections.ConfigDict, where: str) -> None:
       raise ValueError(f"config.{where}.{key} must be 0 < lo <= hi <= 1")
   if not float(cfg.lr) > 0:
     raise ValueError(f"config.{where}.lr must be > 0")
+  crop = cfg.center_crop
+  if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int)
+                           or crop < 1):
+    raise ValueError(f"config.{where}.center_crop must be None or a size "
+                     f">= 1 in pixels, got {crop!r}")
+  classes = cfg.classes
+  # Their upper bound (the data's classes) is checked when the attack starts.
+  if classes is not None and (
+      isinstance(classes, (str, bytes)) or not hasattr(classes, "__len__")
+      or not classes or not all(isinstance(c, int) and not isinstance(c, bool)
+                                and c >= 0 for c in classes)):
+    raise ValueError(f"config.{where}.classes must be None (every class) or "
+                     f"a non-empty list of class indices >= 0, got "
+                     f"{classes!r}")
   if cfg.generator_path is not None:
     if not isinstance(cfg.generator_path, str):
       raise ValueError(f"config.{where}.generator_path must be a folder path")
