@@ -57,10 +57,14 @@ def test_type1_fakes_are_their_label_yet_far_from_the_real_class(made):
 
   def fakes(weight, margin):  # the GAN fine-tuned on CE (+ misleading term)
     c = cfg.copy_and_resolve_references()
-    c.update(gong_mislead_weight=weight, gong_margin=margin)
-    g = gong_fakes.misleading_generator(c, gen, disc, f.trainer, f.state, f.mu,
-                                  f.r, np.array(PROTECTED), (28, 28, 1),
-                                  jax.random.key(3))
+    # More steps than the fixture's 30: the discriminator trains along now
+    # and pulls the toy GAN's fakes back toward the data.
+    c.update(gong_mislead_weight=weight, gong_margin=margin,
+             gong_gen_steps=100)
+    g = gong_fakes.misleading_generator(c, gen, disc, (x, y), f.trainer,
+                                        f.state, f.mu, f.r,
+                                        np.array(PROTECTED), (28, 28, 1),
+                                        jax.random.key(3))
     logp, h = _logp(f, gan.sample(g, f.y1, (28, 28, 1), jax.random.key(4)),
                     f.y1)
     return float(gong_fakes.relative_distance(h, f.y1, f.mu, f.r).mean()), logp
@@ -159,12 +163,15 @@ def test_gong_gan_pp_drifts_less_along_high_fisher_directions(made):
                                     jax.random.key(step))
     drift = ts.param_loss(state.params)[1]["ewc"]  # sum F (theta-theta*)^2
     logits, _ = gong_fakes.predict(f.trainer, state, x)
-    return float(drift), np.mean(logits.argmax(1) == y)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return float(drift), np.mean(logits.argmax(1) == y), float(ce)
 
-  drift_ewc, acc_ewc = finetune(with_ewc)
-  drift_plain, acc_plain = finetune(plain)  # (here: 1.0 -> 0.58 vs 0.50)
+  drift_ewc, acc_ewc, ce_ewc = finetune(with_ewc)
+  drift_plain, acc_plain, ce_plain = finetune(plain)
   assert drift_ewc < 0.5 * drift_plain  # (here: 10x less)
-  assert acc_ewc > acc_plain  # forgets the real data less
+  # Forgets the real data less: the loss on it (accuracy can saturate at
+  # 1.0 for both on this toy set).
+  assert ce_ewc < ce_plain and acc_ewc >= acc_plain
 
 
 def test_both_are_registered_with_their_hooks():

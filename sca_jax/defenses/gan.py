@@ -69,6 +69,15 @@ def _class_loss(logits, y):
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
+def discriminator_loss(disc: Discriminator, x_real, y_real, x_fake, y_fake
+                       ) -> jax.Array:
+  """AC-GAN's: real vs fake, and the class of both (fakes: the asked one)."""
+  (real_l, real_c), (fake_l, fake_c) = disc(x_real), disc(x_fake)
+  return (optax.sigmoid_binary_cross_entropy(real_l, 1.0).mean()
+          + optax.sigmoid_binary_cross_entropy(fake_l, 0.0).mean()
+          + _class_loss(real_c, y_real) + _class_loss(fake_c, y_fake))
+
+
 def train_gan(x_NHWC: np.ndarray, y_N: np.ndarray, num_classes: int,
               epochs: int, key: jax.Array, batch_size: int = 64,
               lr: float = 2e-4, return_discriminator: bool = False):
@@ -86,13 +95,8 @@ def train_gan(x_NHWC: np.ndarray, y_N: np.ndarray, num_classes: int,
     z = jax.random.normal(k, (x.shape[0], LATENT))
     fake = gen(z, y)
 
-    def d_loss(disc):
-      (real_l, real_c), (fake_l, fake_c) = disc(x), disc(
-          jax.lax.stop_gradient(fake))
-      return (optax.sigmoid_binary_cross_entropy(real_l, 1.0).mean()
-              + optax.sigmoid_binary_cross_entropy(fake_l, 0.0).mean()
-              + _class_loss(real_c, y) + _class_loss(fake_c, y))
-    dl, dg = nnx.value_and_grad(d_loss)(disc)
+    dl, dg = nnx.value_and_grad(discriminator_loss)(
+        disc, x, y, jax.lax.stop_gradient(fake), y)
     d_opt.update(disc, dg)
 
     def g_loss(gen):  # non-saturating, and recognisably of class y
