@@ -113,12 +113,12 @@ def _misleading_step(gstate, opt_state, dstate, state, mu, r, z, y, lr,
 def _discriminator_step(dstate, opt_state, gstate, x_real, y_real, z, y, *,
                         gdef, ddef):
   """One step of the GAN's discriminator on real images vs the fakes of the
-  generator being fine-tuned (the GAN's Adam, lr 2e-4, b1 0.5)."""
+  generator being fine-tuned (the GAN's Adam: `gan.LR`, b1 0.5)."""
   fake = jax.lax.stop_gradient(nnx.merge(gdef, gstate)(z, y))
   grads = jax.grad(lambda d: gan.discriminator_loss(
       nnx.merge(ddef, d), x_real, y_real, fake, y))(dstate)
   updates, opt_state = _ADAM_B1_HALF.update(grads, opt_state)
-  dstate = jax.tree.map(lambda p, u: p - 2e-4 * u, dstate, updates)
+  dstate = jax.tree.map(lambda p, u: p - gan.LR * u, dstate, updates)
   return dstate, opt_state
 
 
