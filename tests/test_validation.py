@@ -14,16 +14,22 @@ from sca_jax.data.info import describe
 from conftest import tiny_config
 
 
-def _leaves(c: ml_collections.ConfigDict, prefix: str = ""):
+def _leaves(c: ml_collections.ConfigDict, prefix: str = "",
+            untyped: bool = False):
+  """(path, type, value) of every typed leaf; with `untyped`, the paths of
+  the others instead (a plain None default takes any type)."""
   for key in c.keys():
     path = f"{prefix}{key}"
     if isinstance(c[key], ml_collections.ConfigDict):
-      yield from _leaves(c[key], path + ".")
-    else:
-      try:
-        kind = c.get_ref(key).get_type()
-      except ValueError:  # a plain None default takes any type
-        continue
+      yield from _leaves(c[key], path + ".", untyped)
+      continue
+    try:
+      kind = c.get_ref(key).get_type()
+    except ValueError:
+      if untyped:
+        yield path
+      continue
+    if not untyped:
       yield path, kind, c[key]
 
 
@@ -104,24 +110,13 @@ _UNTYPED = {"attack.plug_and_play.center_crop", "attack.plug_and_play.classes",
             "attack.plug_and_play.generator_path"}
 
 
-def _untyped(c: ml_collections.ConfigDict, prefix: str = ""):
-  for key in c.keys():
-    if isinstance(c[key], ml_collections.ConfigDict):
-      yield from _untyped(c[key], f"{prefix}{key}.")
-    else:
-      try:
-        c.get_ref(key).get_type()
-      except ValueError:
-        yield f"{prefix}{key}"
-
-
 def test_fuzz_covers_every_non_bool_field():
   default = config_lib.get_config(None, name="sca", dataset="mnist")
   covered = {p for p, _ in _cases()}
   for path, kind, _ in _leaves(default):
     assert path in covered and (kind is bool or sum(
         p == path for p, _ in _cases()) >= 2)
-  assert set(_untyped(default)) == _UNTYPED
+  assert set(_leaves(default, untyped=True)) == _UNTYPED
 
 
 @pytest.mark.parametrize("field,value", [
