@@ -46,8 +46,7 @@ def main(argv=None) -> dict:
   p.add_argument("--out", required=True, help="the picture (.png)")
   args = p.parse_args(argv)
   raw = load_source(args.dataset, args.data_dir)
-  x = raw.images.astype(np.float32)
-  x = x / 255.0 if x.max() > 1 else x
+  x = raw.images.astype(np.float32) / np.float32(255)  # sources are uint8
   y = raw.labels.astype(np.int32)
   n = args.images
   if 2 * n > len(x):

@@ -40,8 +40,7 @@ def test_conditional_gan_makes_digits_of_the_asked_class(real_data_dir):
   samples (seeds 0-1); the form with the label concatenated to D's input
   collapsed to one image for every label: 10% (chance), pixel std 0.01."""
   raw = load_source("mnist", str(real_data_dir))
-  x = raw.images[:8000].astype(np.float32)
-  x = x / 255.0 if x.max() > 1 else x
+  x = raw.images[:8000].astype(np.float32) / np.float32(255)  # uint8 source
   y = raw.labels[:8000].astype(np.int32)
   clf = LogisticRegression(max_iter=200).fit(x[4000:].reshape(4000, -1),
                                              y[4000:])
