@@ -132,6 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.solver_gap = ml_collections.ConfigDict()
   c.solver_gap.reference_iters = 500
   c.solver_gap.num_images = 128
+  # A layer further than this from its optimum is reported as a warning when
+  # the target is trained (issue 12 allows 2%; `scripts/solver_gap.py` says
+  # how many iterations reach it).
+  c.solver_gap.max_relative_gap = 0.02
   return c
 
 
@@ -257,9 +261,11 @@ def faithful_protocol(c: ml_collections.ConfigDict
 
   Departures (docs/verdict.md gives the measurements behind each):
   * sparse codes by FISTA on the LCA objective, 50 iterations on the image
-    layer and 40 on the 16->28 layer (`defense.layer_num_iters`), instead of
+    layer and 40 on the 16->28 layer (`defense.layer_num_iters`; lambda 0.1
+    needs 100 on the image layer, which sweeps/verdict.py sets), instead of
     500 steps of LCA dynamics at tau 100: each layer's gap to the optimum is
-    reported in results.json (`sparse_layers.*.relative_gap_to_optimum`);
+    reported in results.json (`sparse_layers.*.relative_gap_to_optimum`)
+    and a warning names any beyond `solver_gap.max_relative_gap`;
     the 16->28 layer's decode/encode run through the FFT (`defense.conv`,
     the same maps to float32 rounding, ~1.3x faster);
   * 10,000 training images (of the 70% split), 3 epochs, batch 64, Adam

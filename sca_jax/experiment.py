@@ -135,6 +135,22 @@ def sparse_layer_stats(model, x_BHWC: jax.Array, reference_iters: int = 500,
   return stats
 
 
+def warn_solver_gaps(stats: dict[str, dict[str, Any]], max_gap: float
+                     ) -> list[str]:
+  """Prints (and returns) a warning per sparse layer further than `max_gap`
+  from its optimum: its codes are not the sparse coding the defense claims,
+  and the attacks that follow judge a different target."""
+  warnings = [
+      f"WARNING: {name} is {s['relative_gap_to_optimum']:.2%} from the "
+      f"optimum of its objective (solver_gap.max_relative_gap "
+      f"{max_gap:.2%}): raise defense.layer_num_iters / defense.num_iters; "
+      "scripts/solver_gap.py measures the gap by iteration count"
+      for name, s in stats.items() if s["relative_gap_to_optimum"] > max_gap]
+  for w in warnings:
+    print(w, flush=True)
+  return warnings
+
+
 def restore_target(workdir: str | Path):
   """(config, trained model, splits) of a finished or interrupted run, from
   its config.json and newest intact checkpoint."""
@@ -234,6 +250,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   sparse_layers = sparse_layer_stats(
       model, jnp.asarray(splits.test_x[:int(gap.num_images)]),
       reference_iters=int(gap.reference_iters))
+  warn_solver_gaps(sparse_layers, gap.get("max_relative_gap", 0.02))
   report = (defense.report(defense_cfg, len(train_x), config.train)
             if defense.report is not None else {})  # e.g. the DP-SGD epsilon
   attack_results = None

@@ -28,6 +28,11 @@ OVERRIDES = {}  # e.g. {"data.data_dir": "/data"}: every cell
 NO_DEFENSE = {"name": "no_defense", "defense": "no_defense"}
 SCA = {lam: {"name": f"sca_lam{lam}", "defense": "sca", "defense.lam": lam}
        for lam in (0.1, 0.25, 0.5)}
+# At lambda 0.1 the protocol's 50 iterations left MNIST seed 0's image layer
+# 5.45% from its optimum (the brief allows 2%); on that trained dictionary
+# 75 / 100 / 125 iterations leave 2.21 / 1.00 / 0.50% (scripts/solver_gap.py;
+# docs/verdict.md, departure 1). The 16->28 layer stays at 40 (0.71%).
+SCA[0.1]["defense.layer_num_iters"] = (100, 40)
 SPARSE_STANDARD = {"name": "sparse_standard", "defense": "sparse_standard"}
 # The faithful protocol's attacks (`config_lib.faithful_protocol`) and the
 # sparse defenses' adaptive ones, without the two replays.

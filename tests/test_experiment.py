@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("defense.strides", (1,), "strides"),
     ("train.optimizer", "rmsprop", "config.train.optimizer"),
     ("train.epochs", 0, "config.train.epochs"),
+    ("solver_gap.max_relative_gap", 0.0, "solver_gap.max_relative_gap"),
 ])
 def test_bad_config_fails_before_loading_data(tmp_path, field, value, match):
   (tmp_path / "no_data_here").mkdir()  # an empty folder: loading would fail
@@ -33,10 +34,16 @@ def test_bad_config_fails_before_loading_data(tmp_path, field, value, match):
   assert not (tmp_path / "w").exists()
 
 
-def test_run_writes_results_and_resumes_to_the_same_numbers(tiny, tmp_path):
+def test_run_writes_results_and_resumes_to_the_same_numbers(tiny, tmp_path,
+                                                            capsys):
   c = tiny("sca")
   first = experiment.run(c, tmp_path)
   saved = json.loads((tmp_path / "results.json").read_text())
+  # Every layer beyond the gap criterion was named while the run went on.
+  out = capsys.readouterr().out
+  assert [l for l in out.splitlines() if l.startswith("WARNING: layer")] == (
+      experiment.warn_solver_gaps(saved["sparse_layers"],
+                                  c.solver_gap.max_relative_gap))
   assert saved["test_accuracy"] == first["test_accuracy"]
   assert saved["train"]["num_steps"] == 8
   layer = saved["sparse_layers"]["layer0_lca"]
@@ -50,6 +57,18 @@ def test_run_writes_results_and_resumes_to_the_same_numbers(tiny, tmp_path):
   # Same config and seed in a fresh workdir: the same run.
   fresh = experiment.run(c, tmp_path / "fresh")
   assert fresh["test_accuracy"] == first["test_accuracy"]
+
+
+def test_layers_far_from_their_optimum_are_warned(capsys):
+  # MNIST SCA lambda 0.1 seed 0 at the faithful protocol's 50 iterations.
+  stats = {"layer0_lca": {"relative_gap_to_optimum": 0.0545},
+           "layer2_lca": {"relative_gap_to_optimum": 0.0071}}
+  warnings = experiment.warn_solver_gaps(stats, 0.02)
+  assert len(warnings) == 1
+  assert warnings[0].startswith("WARNING: layer0_lca is 5.45% from the optimum")
+  assert "defense.layer_num_iters" in warnings[0]
+  assert capsys.readouterr().out.splitlines() == warnings
+  assert not experiment.warn_solver_gaps(stats, 0.06)
 
 
 def test_another_experiment_in_the_same_workdir_is_refused(tiny, tmp_path):
