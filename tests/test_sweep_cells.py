@@ -185,16 +185,17 @@ def test_committed_sweeps_load_and_baselines_share_the_verdicts_no_defense(
     assert sweep_cells.is_finished(c, tmp_path), c.name
 
 
-def test_verdict_replays_on_the_headline_pair_and_nothing_else_dropped(
-    monkeypatch):
+@pytest.mark.parametrize("sweep", ["verdict", "baselines"])
+def test_replays_on_the_headline_pair_and_nothing_else_dropped(monkeypatch,
+                                                               sweep):
   # Issue 12 item 3: the authors' replayed loop on No-Defense and SCA 0.5,
-  # both data sets, every seed. The lambda / Sparse-Standard cells leave out
-  # only the two replays: every threat model and adaptive attack the
-  # faithful config gives that defense still runs.
+  # both data sets, every seed. The other cells (lambda, Sparse-Standard,
+  # the eight baselines) leave out only the two replays: every threat model
+  # and adaptive attack the faithful config gives that defense still runs.
   monkeypatch.chdir(REPO)
   replays = {"end_to_end_replay", "split_replay"}
   cells = sweep_cells.expand(
-      sweep_cells.load_sweep(REPO / "sweeps" / "verdict.py"))
+      sweep_cells.load_sweep(REPO / "sweeps" / f"{sweep}.py"))
   for c in cells:
     attacks = set(sweep_cells.load_config(c.config, c.overrides).attacks)
     full = set(sweep_cells.load_config(c.config, tuple(
