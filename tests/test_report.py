@@ -131,6 +131,19 @@ def test_per_seed_columns_no_defense_first_and_missing_entries():
   assert lines[5] == "| split | 21.00 / - | 18.12 / 0.500 | 18.50 / - |"
 
 
+def test_per_seed_names_the_worst_solver_gap_and_flags_the_criterion():
+  rows = (_rows("sca", "sca", {0: 18.0, 1: 18.5})
+          + _rows("sca", "sca", {0: 0.0545, 1: 0.004}, "solver_gap_layer0_lca",
+                  "target")
+          + _rows("sca", "sca", {0: 0.0071, 1: 0.012}, "solver_gap_layer2_lca",
+                  "target")
+          + _rows("no_defense", "no_defense", {0: 21.0}))
+  lines = report.per_seed_markdown(rows, ("psnr",)).splitlines()
+  assert lines[5] == ("| solver gap (worst sparse layer) | - | 5.45% **> 2%** "
+                      "| 1.20% |")
+  assert lines[6] == "| split | 21.00 | 18.00 | 18.50 |"
+
+
 def test_committed_verdict_tables_are_what_the_code_makes_of_the_cells():
   # The README quotes results/verdict/headline.md; a cell collected without
   # running the report again, or a change in how the report reads cells,

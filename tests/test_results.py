@@ -74,3 +74,16 @@ def test_load_results_names_targets_and_reads_dp(tmp_path):
   dp = [r for r in rows if r["target"] == "dp"]
   assert all(r["lam"] is None and r["dp_epsilon"] == 2.5 for r in dp)
   assert [r["value"] for r in dp if r["metric"] == "dp_epsilon"] == [2.5]
+
+
+def test_sparse_layer_gaps_become_target_rows(tmp_path):
+  cell = tmp_path / "mnist" / "sca" / "seed0"
+  cell.mkdir(parents=True)
+  (cell / "results.json").write_text(json.dumps(_results(sparse_layers={
+      "layer0_lca": {"relative_gap_to_optimum": 0.0545, "objective": 1.0},
+      "layer2_lca": {"relative_gap_to_optimum": 0.0071}})))
+  gaps = {r["metric"]: r["value"] for r in results.load_results(tmp_path)
+          if r["metric"].startswith(results.GAP_PREFIX)}
+  assert gaps == {"solver_gap_layer0_lca": 0.0545,
+                  "solver_gap_layer2_lca": 0.0071}
+
