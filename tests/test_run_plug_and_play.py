@@ -111,11 +111,33 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
   assert ",yes\n" in out.with_suffix(".csv").read_text()
 
 
-def test_reproduced_names_the_machines_when_targets_differ(tmp_path):
+def _script():
   spec = importlib.util.spec_from_file_location(
       "run_plug_and_play", REPO / "scripts" / "run_plug_and_play.py")
   script = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(script)
+  return script
+
+
+def test_the_committed_generator_is_the_same_in_another_checkout():
+  # A run recorded in another clone of the repository attacked with the
+  # same committed generator; any other folder is another generator.
+  script = _script()
+  here = str(REPO / "results" / "generator" / "mnist_generator")
+  assert script._same_generator(here, here)
+  assert script._same_generator(
+      "/elsewhere/clone/results/generator/mnist_generator", here)
+  assert not script._same_generator(
+      "/elsewhere/clone/results/generator/fashion_mnist_generator", here)
+  assert not script._same_generator("/work/gen_export/mnist_1500", here)
+  assert not script._same_generator(None, here)
+  outside = "/tmp/my_generator"  # not in the repository: the path must match
+  assert script._same_generator(outside, outside)
+  assert not script._same_generator("/other/tmp/my_generator", outside)
+
+
+def test_reproduced_names_the_machines_when_targets_differ(tmp_path):
+  script = _script()
   intel = {"processor": "Intel(R) Xeon(R) Processor", "usable_cpus": 2}
   amd = {"processor": "AMD EPYC", "usable_cpus": 2}
   assert script._reproduced(tmp_path, {"test_accuracy": 0.9}) == (
