@@ -205,8 +205,10 @@ def main() -> None:
           print(f"=== {run}: target reproduced: {res['target_reproduced']}",
                 flush=True)
       # The pictures go to <out>_grids; the records are what the table needs.
-      sweep_cells.collect(work_root, cells_dir,
-                          (sweep_cells.RESULTS_FILE, "config.json"))
+      # (No work copies at all when every cell came from <out>_cells.)
+      if work_root.is_dir():
+        sweep_cells.collect(work_root, cells_dir,
+                            (sweep_cells.RESULTS_FILE, "config.json"))
     r = res["attacks"]["plug_and_play"]
     fl = r["floor"]
     rows.append({

@@ -92,6 +92,14 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert out.with_suffix(".csv").read_text() == table
   assert "| random_generator_samples |" in out.with_suffix(".md").read_text()
+  # A run (e.g. with a new cell added) on a machine without the work copies
+  # takes the committed records as they are.
+  out.with_suffix(".csv").unlink()
+  proc = script()
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert "attacked earlier with these settings" in proc.stdout
+  assert not (tmp_path / "verdict_pnp").exists()
+  assert out.with_suffix(".csv").read_text() == table
 
   # A collected grid cell has no checkpoint: refused by name, then trained
   # again from its config and seed, to the same test accuracy.
