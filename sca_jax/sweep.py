@@ -152,6 +152,13 @@ def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
   """Runs the unfinished cells; returns {cell name: error} of failed ones."""
   root, slurm = Path(root), slurm or {}
   todo = [c for c in cells if not sweep_cells.is_finished(c, root)]
+  stale = [c.name for c in todo if sweep_cells.state(c, root) == "stale"]
+  if stale:  # before any cell.json is rewritten or any cell runs
+    raise ValueError(
+        f"{len(stale)} cell(s) under {root} hold the results of another "
+        f"config (the sweep changed since they ran): {', '.join(stale)}. "
+        "Move each workdir aside (e.g. to a superseded/ folder) to run it "
+        "again, or leave it out with --cells; nothing was run or changed.")
   workers = workers or default_workers(threads_per_cell)
   parallel = {"local": workers, "debug": 1}.get(executor, len(todo) or 1)
   progress = Progress(len(cells), len(cells) - len(todo), parallel)
@@ -314,9 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             f"            {c.command(root)}")
     print(f"{len(cells)} cells")
     return 0
-  failed = run_sweep(cells, root, args.executor, args.workers,
-                     args.threads_per_cell, args.slurm, args.timeout_min,
-                     wait=not args.no_wait)
+  try:
+    failed = run_sweep(cells, root, args.executor, args.workers,
+                       args.threads_per_cell, args.slurm, args.timeout_min,
+                       wait=not args.no_wait)
+  except ValueError as e:  # stale cells, a bad --executor / --slurm.*
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   for name, error in failed.items():
     print(f"\n--- FAILED {name} ({root / name / sweep_cells.LOG_FILE}):\n"
           f"{error}")

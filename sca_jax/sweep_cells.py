@@ -244,13 +244,19 @@ def same_config(saved: Any, built: Any, base: Any) -> bool:
 
 
 def state(cell: Cell, root: str | Path) -> str:
-  """finished / failed / running / interrupted / todo, from the cell's files.
+  """finished / stale / failed / running / interrupted / todo, from the
+  cell's files.
 
-  "running" on this host whose process is gone is "interrupted" (e.g. a
-  killed sweep); on another host (a SLURM node) it is taken as written.
+  "stale": its results.json was made by another config (e.g. the sweep file
+  changed since); running it again would mix two experiments in one
+  workdir. "running" on this host whose process is gone is "interrupted"
+  (e.g. a killed sweep); on another host (a SLURM node) it is taken as
+  written.
   """
   if is_finished(cell, root):
     return "finished"
+  if (cell.workdir(root) / RESULTS_FILE).exists():
+    return "stale"
   try:
     status = json.loads((cell.workdir(root) / STATUS_FILE).read_text())
   except (OSError, ValueError):

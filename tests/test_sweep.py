@@ -135,6 +135,26 @@ def test_dry_run_lists_cells_and_their_commands(tmp_path, capsys):
   assert "--config.seed=1" in out and "--config.train.epochs=0" in out
 
 
+def test_cells_holding_another_configs_results_are_refused_untouched(
+    tmp_path, capsys):
+  # E.g. the sweep file changed after a cell ran: its results.json is kept
+  # as it is, and nothing runs until the user moves it aside.
+  sweep_file = _sweep_file(tmp_path, "/data")
+  stale = tmp_path / "small" / "seed1"
+  stale.mkdir(parents=True)
+  (stale / "results.json").write_text(json.dumps({"config": {"seed": 7}}))
+  (stale / "status.json").write_text(json.dumps({"state": "done"}))
+  before = sorted((p.name, p.read_bytes()) for p in stale.iterdir())
+  argv = [f"--sweep={sweep_file}", f"--root={tmp_path}"]
+  assert sweep.main(argv + ["--dry_run"]) == 0
+  assert "stale       small/seed1" in capsys.readouterr().out
+  assert sweep.main(argv) == 2
+  err = capsys.readouterr().err
+  assert "small/seed1" in err and "nothing was run or changed" in err
+  assert sorted((p.name, p.read_bytes()) for p in stale.iterdir()) == before
+  assert not (tmp_path / "no_defense").exists()  # no other cell started
+
+
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch) -> Path:
   """`sbatch` on PATH recording the script it is given (and `srun`, which
