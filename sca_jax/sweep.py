@@ -155,8 +155,9 @@ def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
   stale = [c.name for c in todo if sweep_cells.state(c, root) == "stale"]
   if stale:  # before any cell.json is rewritten or any cell runs
     raise ValueError(
-        f"{len(stale)} cell(s) under {root} hold the results of another "
-        f"config (the sweep changed since they ran): {', '.join(stale)}. "
+        f"{len(stale)} cell(s) under {root} hold a results.json this sweep "
+        "would not make (another config, e.g. the sweep changed since they "
+        f"ran, or one that does not load here): {', '.join(stale)}. "
         "Move each workdir aside (e.g. to a superseded/ folder) to run it "
         "again, or leave it out with --cells; nothing was run or changed.")
   workers = workers or default_workers(threads_per_cell)
