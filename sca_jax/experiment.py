@@ -250,7 +250,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   sparse_layers = sparse_layer_stats(
       model, jnp.asarray(splits.test_x[:int(gap.num_images)]),
       reference_iters=int(gap.reference_iters))
-  warn_solver_gaps(sparse_layers, gap.get("max_relative_gap", 0.02))
+  warn_solver_gaps(sparse_layers, gap.get("max_relative_gap",
+                                           results_lib.MAX_SOLVER_GAP))
   report = (defense.report(defense_cfg, len(train_x), config.train)
             if defense.report is not None else {})  # e.g. the DP-SGD epsilon
   attack_results = None

@@ -41,6 +41,7 @@ from sca_jax import sweep_cells
 SCALAR_METRICS = ("fid",)  # metrics recorded as a bare number
 TARGET = "target"          # threat model of the target's own metrics
 GAP_PREFIX = "solver_gap_"  # + sparse layer: its relative gap to the optimum
+MAX_SOLVER_GAP = 0.02  # issue 12: each sparse layer within 2% of its optimum
 _SEED_LABEL = re.compile(r"seed-?\d+$")
 
 def build(*, config: Any, splits: Any, test_accuracy: float,

@@ -184,7 +184,7 @@ def _check_ranges(config: ml_collections.ConfigDict,
   gap = config.get("solver_gap", None) or {}
   for field in ("reference_iters", "num_images"):
     _at_least(f"solver_gap.{field}", gap.get(field, 1), 1)
-  max_gap = gap.get("max_relative_gap", 0.02)
+  max_gap = gap.get("max_relative_gap", 1.0)
   if not (math.isfinite(max_gap) and max_gap > 0):
     _fail("solver_gap.max_relative_gap", max_gap, "must be a finite number > 0")
   t = config.train
