@@ -151,8 +151,9 @@ def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
               log=print) -> dict[str, str]:
   """Runs the unfinished cells; returns {cell name: error} of failed ones."""
   root, slurm = Path(root), slurm or {}
-  todo = [c for c in cells if not sweep_cells.is_finished(c, root)]
-  stale = [c.name for c in todo if sweep_cells.state(c, root) == "stale"]
+  states = {c.name: sweep_cells.state(c, root) for c in cells}
+  todo = [c for c in cells if states[c.name] != "finished"]
+  stale = [c.name for c in todo if states[c.name] == "stale"]
   if stale:  # before any cell.json is rewritten or any cell runs
     raise ValueError(
         f"{len(stale)} cell(s) under {root} hold a results.json this sweep "

@@ -86,4 +86,3 @@ def test_sparse_layer_gaps_become_target_rows(tmp_path):
           if r["metric"].startswith(results.GAP_PREFIX)}
   assert gaps == {"solver_gap_layer0_lca": 0.0545,
                   "solver_gap_layer2_lca": 0.0071}
-

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sca_jax import sweep_cells
+from sca_jax import config_lib, sweep_cells
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,12 +205,10 @@ def test_replays_on_the_headline_pair_and_nothing_else_dropped(monkeypatch,
     assert replays <= full
 
 
-
 def test_verdict_lambda_01_solves_its_image_layer_longer(monkeypatch):
   # At 50 iterations lambda 0.1's image layer was 5.45% from its optimum
   # (docs/verdict.md, departure 1); only those cells get 100.
   monkeypatch.chdir(REPO)
-  from sca_jax import config_lib  # pylint: disable=g-import-not-at-top
   cells = sweep_cells.expand(
       sweep_cells.load_sweep(REPO / "sweeps" / "verdict.py"))
   iters = {c.name: tuple(sweep_cells.load_config(
