@@ -46,14 +46,31 @@ def fail(message: str, code: int = 2) -> NoReturn:
   sys.exit(code)
 
 
+def load_config():
+  """The parsed --config, or None without one. ml_collections defers a
+  config file it could not load (a wrong path) to the config's first use,
+  where it would surface as a traceback deep in the run: failed here."""
+  config = _CONFIG.value
+  try:
+    if config is not None:
+      config.keys()  # any attribute raises the deferred error
+  except OSError as e:
+    why = str(e.__cause__ or e).strip().splitlines()[-1].strip()
+    fail(f"--config={flags.FLAGS['config'].config_filename}: cannot load "
+         f"the config file ({why}); the project's are configs/experiment.py "
+         "and configs/mnist_sca.py (--list shows what they take)")
+  return config
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = load_config()
   if _LIST.value:  # with --config, its plug-ins (config.imports) too
-    print(catalog.catalog(tuple(_CONFIG.value.get("imports", ()))
-                          if _CONFIG.value else ()), end="")
+    print(catalog.catalog(tuple(config.get("imports", ()))
+                          if config else ()), end="")
     return
-  if _CONFIG.value is None or not _WORKDIR.value:
+  if config is None or not _WORKDIR.value:
     fail("--config and --workdir are required (--list shows the defenses, "
          "attacks, data sets and config fields; --help the flags)")
   # Orbax logs every checkpoint file operation at INFO, and the errors of its
@@ -61,11 +78,23 @@ def main(argv):
   # reported by one line of our own instead).
   logging.set_verbosity(logging.INFO if _DEBUG.value else logging.FATAL)
   try:
-    experiment.run(_CONFIG.value, _WORKDIR.value)
+    experiment.run(config, _WORKDIR.value)
   except tuple(e for e, _ in EXIT_CODES) as e:
     if _DEBUG.value:
       raise
     fail(str(e), next(c for kind, c in EXIT_CODES if isinstance(e, kind)))
+
+
+def flag_error(message: str) -> str:
+  """A flag error without the traceback that ml_collections folds into it
+  when a config file's `get_config` raises (an unknown defense in
+  `--config=configs/experiment.py:defense=...`): the flag and the error."""
+  head, tb, trace = message.partition("Traceback (most recent call last):")
+  if not tb:
+    return message
+  last = [line for line in trace.splitlines() if line.strip()][-1].strip()
+  head = " ".join(head.replace("Error whilst parsing config file:", "").split())
+  return f"{head} {last} (--debug shows the traceback)"
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -73,7 +102,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    fail(str(e))
+    # --debug is not parsed yet when parsing fails.
+    fail(str(e) if "--debug" in argv else flag_error(str(e)))
 
 
 if __name__ == "__main__":
