@@ -31,6 +31,10 @@ Targets are not committed (~240 MB each), so a cell collected by
 seed in the work copy, then attacks it; the table's `target_reproduced`
 says whether its test accuracy equals the grid cell's (same config and seed
 give the same target), and a target that differs is reported, not hidden.
+
+Every cell named is checked before the first attack runs (its cell.json,
+config, the overrides, the generator, a trained target or --train_missing):
+a mistake in the last cell fails at once, in one line.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,6 +54,7 @@ from sca_jax import experiment
 from sca_jax import report
 from sca_jax import results as results_lib
 from sca_jax import sweep_cells
+from sca_jax import validation
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 COLUMNS = ["run", "test_accuracy", "attack_accuracy", "attack_accuracy_floor",
@@ -128,6 +134,47 @@ def _reproduced(trained: Path, res: dict) -> str:
   return f"NO: grid {grid['test_accuracy']}{where}"
 
 
+def _plan(args: argparse.Namespace, generator: str, sweep_root: Path,
+          work_root: Path, cells_dir: Path
+          ) -> list[tuple[str, Any, dict | None]]:
+  """(cell, attack config, earlier results or None) for every cell, checked
+  before anything runs: a wrong cell name, override or missing target
+  fails now, not after hours of attacking the cells before it."""
+  plan = []
+  for run in [r.strip() for r in args.cells.split(",") if r.strip()]:
+    trained = sweep_root / run
+    if not (trained / sweep_cells.CELL_FILE).is_file():
+      raise FileNotFoundError(f"{trained}/{sweep_cells.CELL_FILE}: not a cell "
+                              "of a sweep (python -m sca_jax.sweep)")
+    cell = json.loads((trained / sweep_cells.CELL_FILE).read_text())
+    c = sweep_cells.load_config(cell["config"],
+                                tuple(cell["overrides"].items()))
+    if args.data_dir:
+      c.data.data_dir = args.data_dir
+    c.attacks = ("plug_and_play",)
+    if "umap" in c:
+      c.umap = False  # the grid's cell drew them already
+    c.attack.plug_and_play.generator_path = generator
+    for item in args.override:
+      k, _, v = item.partition("=")
+      sweep_cells.set_field(c.attack.plug_and_play, k, v)
+    validation.validate(c, warn=lambda _: None)  # the run prints warnings
+    workdir, want = work_root / run, c.attack.plug_and_play.to_dict()
+    if args.table_only:
+      res = _earlier([workdir], want) or _finished(cells_dir / run, want)
+    else:
+      # Attacked earlier with these settings: no need to restore and
+      # evaluate the target again.
+      res = _earlier([workdir, cells_dir / run], want)
+      if (res is None and not (trained / "checkpoints").is_dir()
+          and not args.train_missing):
+        raise FileNotFoundError(
+            f"{trained}/checkpoints: no trained target; train it with "
+            "python -m sca_jax.sweep, or pass --train_missing")
+    plan.append((run, c, res))
+  return plan
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--sweep_root", required=True)
@@ -156,59 +203,36 @@ def main() -> None:
   sweep_root = Path(args.sweep_root).absolute()
   work_root = Path(args.work_root or sweep_root.with_name(
       sweep_root.name + "_pnp"))
+  try:
+    plan = _plan(args, generator, sweep_root, work_root, cells_dir)
+  except (FileNotFoundError, ValueError) as e:  # before any attack runs
+    ap.error(str(e))
   rows = []
-  for run in [r.strip() for r in args.cells.split(",") if r.strip()]:
-    trained = sweep_root / run
-    if not (trained / sweep_cells.CELL_FILE).is_file():
-      raise FileNotFoundError(f"{trained}/{sweep_cells.CELL_FILE}: not a cell "
-                              "of a sweep (python -m sca_jax.sweep)")
-    cell = json.loads((trained / sweep_cells.CELL_FILE).read_text())
-    c = sweep_cells.load_config(cell["config"],
-                                tuple(cell["overrides"].items()))
-    if args.data_dir:
-      c.data.data_dir = args.data_dir
-    c.attacks = ("plug_and_play",)
-    if "umap" in c:
-      c.umap = False  # the grid's cell drew them already
-    c.attack.plug_and_play.generator_path = generator
-    for item in args.override:
-      k, _, v = item.partition("=")
-      sweep_cells.set_field(c.attack.plug_and_play, k, v)
-    workdir = work_root / run
-    want = c.attack.plug_and_play.to_dict()
-    if args.table_only:
-      res = _earlier([workdir], want) or _finished(cells_dir / run, want)
+  for run, c, res in plan:
+    trained, workdir = sweep_root / run, work_root / run
+    if res is not None:
+      print(f"=== {run}: attacked earlier with these settings", flush=True)
     else:
-      # Attacked earlier with these settings: no need to restore and
-      # evaluate the target again.
-      res = _earlier([workdir, cells_dir / run], want)
-      if res is not None:
-        print(f"=== {run}: attacked earlier with these settings", flush=True)
-      else:
-        retrain = not (trained / "checkpoints").is_dir()
-        if retrain and not args.train_missing:
-          raise FileNotFoundError(
-              f"{trained}/checkpoints: no trained target; train it with "
-              "python -m sca_jax.sweep, or pass --train_missing")
-        if not workdir.exists():
-          workdir.mkdir(parents=True)
-          if not retrain:
-            shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
-            shutil.copy2(trained / "config.json", workdir / "config.json")
-        c.train.skip = not retrain  # an interrupted retraining resumes
-        print(f"=== {run}" + (" (training its target again)"
-                               if not c.train.skip else ""), flush=True)
-        res = experiment.run(c, workdir)
-        if retrain:
-          res["target_reproduced"] = _reproduced(trained, res)
-          experiment.write_json(workdir / sweep_cells.RESULTS_FILE, res)
-          print(f"=== {run}: target reproduced: {res['target_reproduced']}",
-                flush=True)
-      # The pictures go to <out>_grids; the records are what the table needs.
-      # (No work copies at all when every cell came from <out>_cells.)
-      if work_root.is_dir():
-        sweep_cells.collect(work_root, cells_dir,
-                            (sweep_cells.RESULTS_FILE, "config.json"))
+      retrain = not (trained / "checkpoints").is_dir()
+      if not workdir.exists():
+        workdir.mkdir(parents=True)
+        if not retrain:
+          shutil.copytree(trained / "checkpoints", workdir / "checkpoints")
+          shutil.copy2(trained / "config.json", workdir / "config.json")
+      c.train.skip = not retrain  # an interrupted retraining resumes
+      print(f"=== {run}" + (" (training its target again)"
+                             if not c.train.skip else ""), flush=True)
+      res = experiment.run(c, workdir)
+      if retrain:
+        res["target_reproduced"] = _reproduced(trained, res)
+        experiment.write_json(workdir / sweep_cells.RESULTS_FILE, res)
+        print(f"=== {run}: target reproduced: {res['target_reproduced']}",
+              flush=True)
+    # The pictures go to <out>_grids; the records are what the table needs.
+    # (No work copies at all when every cell came from <out>_cells.)
+    if work_root.is_dir():
+      sweep_cells.collect(work_root, cells_dir,
+                          (sweep_cells.RESULTS_FILE, "config.json"))
     r = res["attacks"]["plug_and_play"]
     fl = r["floor"]
     rows.append({

@@ -160,3 +160,38 @@ def test_reproduced_names_the_machines_when_targets_differ(tmp_path):
                                        "machine": amd}) == (
       "NO: grid 0.974 (grid trained on Intel(R) Xeon(R) Processor, 2 cores; "
       "here AMD EPYC, 2)")
+
+
+def test_every_cell_is_checked_before_any_attack_runs(tmp_path):
+  # A wrong name, override or generator anywhere in --cells fails at once,
+  # one line, not after the cells before it were attacked (hours each).
+  spec = f"{REPO / 'configs' / 'experiment.py'}:defense=no_defense,dataset=mnist"
+  good = tmp_path / "verdict" / CELL
+  good.mkdir(parents=True)
+  (good / sweep_cells.CELL_FILE).write_text(json.dumps(
+      {"name": CELL, "config": spec, "overrides": dict(TINY_OVERRIDES)}))
+  generator = stylegan.save_generator(random_generator(), tmp_path / "gen")
+
+  def script(cells, *extra):
+    return subprocess.run(
+        [sys.executable, "scripts/run_plug_and_play.py",
+         f"--sweep_root={tmp_path / 'verdict'}", f"--cells={cells}",
+         f"--out={tmp_path / 'out'}", "--train_missing", *extra],
+        cwd=REPO, capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+  for cells, extra, says in [
+      (f"{CELL},mnist/nope/seed0", [f"--generator={generator}"],
+       "mnist/nope/seed0/cell.json: not a cell of a sweep"),
+      (CELL, [f"--generator={generator}", "--override=stepz=3"],
+       "config field 'stepz' does not exist"),
+      (CELL, [f"--generator={generator}", "--override=steps=-1"],
+       "config.attack.plug_and_play.steps=-1: must be >= 0"),
+      (CELL, [f"--generator={tmp_path / 'none'}"],
+       "generator_path = "),
+  ]:
+    proc = script(cells, *extra)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert says in proc.stderr.splitlines()[-1] and "Traceback" not in (
+        proc.stderr)
+    assert not proc.stdout and not (tmp_path / "verdict_pnp").exists()
