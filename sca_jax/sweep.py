@@ -161,6 +161,12 @@ def run_sweep(cells: list[Cell], root: Path, executor: str = "local",
         f"ran, or one that does not load here): {', '.join(stale)}. "
         "Move each workdir aside (e.g. to a superseded/ folder) to run it "
         "again, or leave it out with --cells; nothing was run or changed.")
+  invalid = {c.name: e for c in todo if (e := sweep_cells.config_error(c))}
+  if invalid:
+    raise ValueError(
+        f"{len(invalid)} cell(s) have a config their run would refuse; "
+        "nothing was run or changed: " + "; ".join(
+            f"{name}: {e}" for name, e in invalid.items()))
   workers = workers or default_workers(threads_per_cell)
   parallel = {"local": workers, "debug": 1}.get(executor, len(todo) or 1)
   progress = Progress(len(cells), len(cells) - len(todo), parallel)

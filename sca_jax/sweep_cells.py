@@ -176,6 +176,26 @@ def load_config(spec: str, overrides: tuple[tuple[str, Any], ...] = ()):
   return config
 
 
+def config_error(cell: Cell) -> str | None:
+  """What `python -m sca_jax.main` would stop at in this cell's config
+  (unknown name, wrong type, negative lambda...), or None: checked for every
+  cell before a sweep starts any, so one bad override does not cost a job
+  array of failures (SLURM) or surface hours into a local grid. The data
+  folder is left to the run: a SLURM node may mount what this machine does
+  not."""
+  # Here, not at the top: collect and report need no JAX or registries.
+  from sca_jax import validation  # pylint: disable=g-import-not-at-top
+  try:
+    config = load_config(cell.config, cell.overrides)
+    config.data.data_dir = None
+    validation.validate(config, warn=lambda _: None)  # the run warns
+  except ValueError as e:  # ConfigError, unknown fields and names
+    return str(e)
+  except (KeyError, OSError) as e:  # a missing section, config file
+    return f"{type(e).__name__}: {e}"
+  return None
+
+
 def set_field(config, dotted: str, value: Any) -> None:
   """config['a.b.c'] = value, parsing strings as Python literals."""
   if isinstance(value, str):

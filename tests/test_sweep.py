@@ -24,12 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 def _sweep_file(tmp_path: Path, data_dir: str, broken: bool = True) -> Path:
   """Two No-Defense targets (the second with a narrower head) x seeds 0, 1
   at the tiny size (a sweep runs any defense alike; SCA cells would only
-  make this slower); with `broken`, one more cell whose override the
-  experiment rejects."""
+  make this slower); with `broken`, one more cell that fails when it runs
+  (its data folder is missing there: the sweep leaves paths to the run)."""
   path = tmp_path / f"tiny_sweep{'_broken' if broken else ''}.py"
   overrides = dict(TINY_OVERRIDES, **{"data.data_dir": data_dir})
   extra = ('{"target": [{"name": "broken", "defense": "no_defense", '
-           '"train.epochs": 0}], "seed": [0]}') if broken else ""
+           '"data.data_dir": "/nonexistent"}], "seed": [0]}') if broken else ""
   path.write_text(f"""
 CONFIG = "configs/experiment.py:defense={{defense}},dataset=mnist"
 OVERRIDES = {overrides!r}
@@ -105,7 +105,7 @@ def test_tiny_grid_runs_resumes_and_reports_failures(tmp_path, data_dir):
   assert rc == 1, out
   assert "5 cells, 3 finished earlier, 2 to run" in out
   assert "--- FAILED broken/seed0" in out
-  assert "config.train.epochs=0: must be an int >= 1" in out  # the log's tail
+  assert "config.data.data_dir='/nonexistent': must be an existing" in out  # the log's tail
   assert "done 1 (+3 earlier) / running 0 / failed 1 / left 0 of 5" in out
   for n, t in mtimes.items():  # finished cells were not rerun
     assert (root / n / "results.json").stat().st_mtime_ns == t
@@ -132,7 +132,8 @@ def test_dry_run_lists_cells_and_their_commands(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "todo        small/seed1" in out and "5 cells" in out
   assert "--config.defense.hidden=(16,)" in out
-  assert "--config.seed=1" in out and "--config.train.epochs=0" in out
+  assert "--config.seed=1" in out
+  assert "--config.data.data_dir=/nonexistent" in out
 
 
 def test_cells_holding_another_configs_results_are_refused_untouched(
@@ -153,6 +154,31 @@ def test_cells_holding_another_configs_results_are_refused_untouched(
   assert "small/seed1" in err and "nothing was run or changed" in err
   assert sorted((p.name, p.read_bytes()) for p in stale.iterdir()) == before
   assert not (tmp_path / "no_defense").exists()  # no other cell started
+
+
+def test_a_config_its_run_would_refuse_stops_the_sweep_before_any_cell(
+    tmp_path, capsys):
+  # One bad override in a grid of hours: refused at once, every bad cell
+  # named with its field, nothing started or written.
+  sweep_file = tmp_path / "bad.py"
+  sweep_file.write_text("""
+CONFIG = "configs/experiment.py:defense={defense},dataset=mnist"
+OVERRIDES = {"train.epochs": 1}
+AXES = {"target": [{"name": "ok", "defense": "no_defense"},
+                   {"name": "zero", "defense": "no_defense", "train.epochs": 0},
+                   {"name": "neg", "defense": "sca", "defense.lam": -0.5},
+                   {"name": "typo", "defense": "no_defence"}],
+        "seed": [0]}
+""")
+  cells = sweep_cells.expand(sweep_cells.load_sweep(sweep_file))
+  assert sweep_cells.config_error(cells[0]) is None
+  assert sweep.main([f"--sweep={sweep_file}", f"--root={tmp_path / 'r'}"]) == 2
+  err = capsys.readouterr().err
+  assert "3 cell(s) have a config their run would refuse" in err
+  assert "zero/seed0: config.train.epochs=0: must be an int >= 1" in err
+  assert "neg/seed0: config.defense.lam=-0.5: must be" in err
+  assert "typo/seed0: unknown defense 'no_defence'" in err
+  assert "ok/seed0" not in err and not (tmp_path / "r").exists()
 
 
 @pytest.fixture
