@@ -45,7 +45,8 @@ Sections (`--parts`; all but train_step_ab by default):
 
 Timings are minima over repeats (the machine may be shared); the JSON keeps
 the load average around each section. `--update` keeps the sections of an
-existing `--out` that are not run now (`meta_by_section` says when each ran).
+existing `--out` that are not run now (`meta_by_section` says when each ran);
+an existing `--out` is never overwritten without `--update` or `--replace`.
 
   python scripts/bench_lca.py [--out results/bench/bench_lca.json]
       [--lcapt ~/src/lca-pytorch --torch-python ~/venvs/torch/bin/python]
@@ -76,6 +77,10 @@ TRAIN_STEP_VARIANTS = {
 }
 
 
+PARTS = ("forward", "gradient", "convergence", "lcapt", "train_step",
+         "train_step_malloc", "train_step_ab")
+
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", default=os.path.join(REPO, "results", "bench",
@@ -93,6 +98,9 @@ def parse_args(argv=None):
                  help="comma-separated sections to run")
   p.add_argument("--update", action="store_true",
                  help="keep the sections of an existing --out not run now")
+  p.add_argument("--replace", action="store_true",
+                 help="start a new report at an existing --out, discarding "
+                      "every section it holds")
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--fwd-iters", type=int, default=100,
@@ -128,6 +136,15 @@ def parse_args(argv=None):
   p.add_argument("--worker-out", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   args.parts = [s for s in args.parts.split(",") if s]
+  unknown = sorted(set(args.parts) - set(PARTS))
+  if unknown or not args.parts:  # before any compute
+    p.error(f"--parts: unknown {unknown or 'empty'}; allowed: {list(PARTS)}")
+  if (args.worker is None and os.path.exists(args.out)
+      and not (args.update or args.replace)):
+    p.error(f"--out {args.out} exists: --update replaces the sections run "
+            "now and keeps the others, --replace discards them all")
+  if args.update and args.replace:
+    p.error("--update and --replace exclude each other")
   args.variants = [s for s in args.variants.split(",") if s]
   unknown = sorted(set(args.variants) - set(TRAIN_STEP_VARIANTS))
   if unknown:  # before any compute
@@ -157,10 +174,7 @@ def main(argv=None):
     with open(args.out) as f:
       report = json.load(f)  # sections not run now are kept
   report.setdefault("meta_by_section", {
-      s: report["meta"] for s in ("forward", "gradient", "convergence", "lcapt",
-                                  "train_step", "train_step_malloc",
-                                  "train_step_ab")
-      if s in report and "meta" in report})
+      s: report["meta"] for s in PARTS if s in report and "meta" in report})
   report["meta"] = meta()
   report["settings"] = {
       "batch": args.batch, "kernel": KERNEL, "stride": 1, "lam": LAM,

@@ -69,8 +69,15 @@ def test_lcapt_is_skipped_without_a_checkout_and_update_keeps_sections(
   assert report["forward"] == {"results": "kept"}
   assert report["meta_by_section"]["forward"] == {"date": "then"}
   assert report["meta_by_section"]["lcapt"]["date"] != "then"
-  # Without --update the file is rewritten from scratch.
-  bench.main(["--out", str(out), "--parts", "lcapt"])
+  # Neither --update nor --replace: refused before any compute, the file
+  # as it was; --replace starts it afresh. Unknown parts are refused too.
+  before = out.read_text()
+  for argv in (["--parts", "lcapt"], ["--parts", "lcapt,nope", "--update"],
+               ["--parts", "lcapt", "--update", "--replace"]):
+    with pytest.raises(SystemExit):
+      bench.main(["--out", str(out), *argv])
+    assert out.read_text() == before
+  bench.main(["--out", str(out), "--parts", "lcapt", "--replace"])
   assert "forward" not in json.loads(out.read_text())
 
 
