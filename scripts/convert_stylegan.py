@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 from pathlib import Path
 
 from sca_jax.convert import stylegan
@@ -29,13 +30,21 @@ def main() -> None:
                       help="Generator kwargs: a JSON file or JSON text "
                            "(required for a .pth state dict)")
   args = parser.parse_args()
+  if not args.input.is_file():
+    parser.error(f"input {args.input}: no such file")
   config = None
   if args.config is not None:
     text = (Path(args.config).read_text() if Path(args.config).is_file()
             else args.config)
-    config = json.loads(text)
-  gen = stylegan.convert(args.input, args.output, network=args.network,
-                         config=config)
+    try:
+      config = json.loads(text)
+    except json.JSONDecodeError as e:
+      parser.error(f"--config: neither a file nor JSON text ({e})")
+  try:
+    gen = stylegan.convert(args.input, args.output, network=args.network,
+                           config=config)
+  except pickle.UnpicklingError as e:  # refused (unsafe) or corrupt
+    parser.error(str(e))
   print(f"wrote {args.output}: {gen.img_resolution}x{gen.img_resolution} "
         f"generator, z_dim {gen.z_dim}, c_dim {gen.c_dim}, "
         f"num_ws {gen.num_ws}")

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sca_jax.data.sources import SOURCES
 from sca_jax.gan import quality
 from sca_jax.gan import run as gan_run
 from sca_jax.gan import trainer
@@ -128,7 +129,7 @@ def main(argv=None) -> dict:
                  help="JSON object of GanConfig fields")
   p.add_argument("--generator", default="stylegan2",
                  choices=("stylegan2", "dcgan"))
-  p.add_argument("--dataset", default="mnist")
+  p.add_argument("--dataset", default="mnist", choices=SOURCES.names())
   p.add_argument("--holdout", type=int, default=2000)
   p.add_argument("--steps", type=int, default=400)
   p.add_argument("--every", type=int, default=50)

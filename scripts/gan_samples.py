@@ -29,14 +29,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.linear_model import LogisticRegression
 
-from sca_jax.data import load_source
+from sca_jax.data import SOURCES, load_source
 from sca_jax.defenses import gan
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--dataset", default="mnist")
+  p.add_argument("--dataset", default="mnist", choices=SOURCES.names())
   p.add_argument("--data_dir", default=os.environ.get("SCA_JAX_DATA_DIR"))
   p.add_argument("--images", type=int, default=10000,
                  help="GAN training images (the judge fits on as many others)")

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from sca_jax import generator as gen_lib
+from sca_jax.data.sources import SOURCES
 from sca_jax.gan import run
 from sca_jax.gan import trainer
 
@@ -29,7 +30,7 @@ def _bool(text: str) -> bool:
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--dataset", default="mnist")
+  p.add_argument("--dataset", default="mnist", choices=SOURCES.names())
   p.add_argument("--data_dir", default=None)
   p.add_argument("--split_seed", type=int, default=0, help="config.seed")
   p.add_argument("--holdout", type=int, default=2000,

@@ -14,6 +14,7 @@ import os
 import pickle
 import runpy
 import struct
+import subprocess
 import sys
 import types
 import zipfile
@@ -381,6 +382,28 @@ def test_malformed_payloads_are_refused(fake):
   record = safe_pickle.RestrictedUnpickler(io.BytesIO(pickle.dumps(
       Persistent(fake, "X", {}, "", ())))).load()
   assert copy.deepcopy(record) == record
+
+
+def test_corrupt_or_missing_input_is_one_line_naming_the_file(tmp_path):
+  script = str(_REPO / "scripts" / "convert_stylegan.py")
+  good = pickle.dumps({"G_ema": 1})
+  for name, data in [("text.pkl", b"garbage\n"), ("cut.pkl", good[:-3]),
+                     ("cut.pth", b"PK\x03\x04junk")]:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(pickle.UnpicklingError,
+                       match=f"{name}: not a readable network pickle"):
+      safe_pickle.load_file(path)
+  for argv, says in [([str(tmp_path / "text.pkl")], "text.pkl: not a readable"),
+                     ([str(tmp_path / "none.pkl")], "none.pkl: no such file"),
+                     ([str(tmp_path / "cut.pth"), "--config", "{bad"],
+                      "--config: neither a file nor JSON text")]:
+    proc = subprocess.run([sys.executable, script, *argv, str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=_REPO,
+                          env=dict(os.environ, PYTHONPATH=str(_REPO)))
+    assert proc.returncode == 2 and says in proc.stderr.splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "o").exists()
 
 
 # Layout: the converted weights must compute what the official ones do.

@@ -356,7 +356,18 @@ def load_network_pickle(path: str | Path) -> dict[str, Any]:
 
 
 def load_file(path: str | Path) -> Any:
-  """A network pickle, or a torch zip archive (told apart by the header)."""
-  if zipfile.is_zipfile(path):
-    return load_torch_zip(path)
-  return load_network_pickle(path)
+  """A network pickle, or a torch zip archive (told apart by the header).
+
+  UnsafePickleError for what the allowlist refuses; a corrupt or truncated
+  file is a pickle.UnpicklingError naming it (not the parser's own error)."""
+  try:
+    if zipfile.is_zipfile(path):
+      return load_torch_zip(path)
+    return load_network_pickle(path)
+  except UnsafePickleError:
+    raise
+  except (pickle.UnpicklingError, ValueError, EOFError, IndexError, KeyError,
+          TypeError, zipfile.BadZipFile) as e:
+    raise pickle.UnpicklingError(
+        f"{path}: not a readable network pickle or torch archive (corrupt "
+        f"or truncated?): {type(e).__name__}: {e}") from e
