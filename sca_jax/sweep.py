@@ -308,6 +308,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   root = Path(args.root)
+  if args.command in ("report", "collect"):
+    if not root.is_dir():
+      print(f"error: --root={root}: no such directory", file=sys.stderr)
+      return 2
+    if not any(root.rglob(sweep_cells.RESULTS_FILE)):
+      print(f"error: --root={root}: no finished cell (results.json) under it",
+            file=sys.stderr)
+      return 2
   if args.command == "report":
     from sca_jax import report  # pylint: disable=g-import-not-at-top
     report.write_report(root, Path(args.out), readme=args.readme,

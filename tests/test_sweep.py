@@ -237,3 +237,13 @@ def test_progress_line_counts_and_eta():
   assert "ETA 2m15s (at " in line
   p.durations = [3600.0 * 30]  # longer than a day: no wrap-around
   assert "ETA 45h00m (at " in p.line()  # 30 h x 3 cells / 2 workers
+
+
+def test_report_and_collect_name_a_root_without_results(tmp_path, capsys):
+  for command in ("report", "collect"):
+    argv = [command, f"--out={tmp_path / 'out'}"]
+    assert sweep.main(argv + [f"--root={tmp_path / 'none'}"]) == 2
+    assert "none: no such directory" in capsys.readouterr().err
+    assert sweep.main(argv + [f"--root={tmp_path}"]) == 2
+    assert "no finished cell (results.json)" in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()
