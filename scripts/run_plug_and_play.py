@@ -229,9 +229,11 @@ def main() -> None:
         print(f"=== {run}: target reproduced: {res['target_reproduced']}",
               flush=True)
     # The pictures go to <out>_grids; the records are what the table needs.
-    # (No work copies at all when every cell came from <out>_cells.)
-    if work_root.is_dir():
-      sweep_cells.collect(work_root, cells_dir,
+    # Only this run's: the work root may hold other tables' runs (another
+    # data set's, sharing --work_root). No work copy at all when the cell
+    # came from <out>_cells.
+    if (workdir / sweep_cells.RESULTS_FILE).is_file():
+      sweep_cells.collect(workdir, cells_dir / run,
                           (sweep_cells.RESULTS_FILE, "config.json"))
     r = res["attacks"]["plug_and_play"]
     fl = r["floor"]

@@ -52,8 +52,15 @@ def test_attacks_a_trained_cell_and_tabulates_over_seeds(tmp_path, data_dir):
         cwd=REPO, capture_output=True, text=True,
         env=dict(os.environ, PYTHONPATH=str(REPO)))
 
+  # Another table's run in the same work root (another data set's cells
+  # share --work_root): its records stay out of this table's <out>_cells.
+  other = tmp_path / "verdict_pnp" / "fashion_mnist" / "no_defense" / "seed0"
+  other.mkdir(parents=True)
+  (other / "results.json").write_text("{}")
   proc = script()
   assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert [p.parent for p in Path(f"{out}_cells").rglob("results.json")] == [
+      Path(f"{out}_cells") / CELL]
 
   attacked = tmp_path / "verdict_pnp" / CELL
   res = json.loads((attacked / "results.json").read_text())
