@@ -110,6 +110,13 @@ def _against(dataset, metric, panels, names, stat, targets, out, written,
                                for t in names if targets[dataset, t]["eps"])}
   if len({x for s in series.values() for x, _ in s}) < 2:
     return
+  # A threat model only other targets have (a noise baseline's averaged
+  # attack) would leave an empty panel with nothing to label: drop it.
+  panels = [th for th in panels
+            if any((dataset, t, th, metric) in stat
+                   for points in series.values() for _, t in points)]
+  if not panels:
+    return
   fig, axes = _panels(len(panels), f"{dataset}: {metric} vs {axis}")
   for ax, threat in zip(axes, panels):
     for label, points in series.items():

@@ -2,6 +2,7 @@
 made-up numbers checked by hand; tables, figures and the README section."""
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -78,11 +79,17 @@ def test_write_report_tables_figures_and_readme(tmp_path, monkeypatch):
                                  ("test_accuracy", "target", 0.9)):
       rows += _rows(target, defense, {0: base + shift, 1: base + shift + .2},
                     metric, threat, lam, eps)
+  # A threat model only a baseline has (as a noise defense's averaged
+  # attack): the lambda figure leaves it out instead of an empty panel.
+  rows += _rows("dp_a", "dp_sgd", {0: 19.0, 1: 19.5}, "psnr",
+                "split_averaged", None, 1.0)
   monkeypatch.setattr(report.results_lib, "load_results", lambda root: rows)
   readme = tmp_path / "README.md"
   readme.write_text("<!-- sweep:demo:begin -->\n<!-- sweep:demo:end -->\n")
   out = tmp_path / "results" / "demo"
-  report.write_report(tmp_path, out, readme=readme)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # e.g. matplotlib's empty-legend warning
+    report.write_report(tmp_path, out, readme=readme)
   names = sorted(p.name for p in out.iterdir())
   assert names == ["dp_epsilon_mnist_psnr.png", "frontier_mnist_psnr.png",
                    "headline.md", "lambda_mnist_psnr.png", "per_seed.md",
