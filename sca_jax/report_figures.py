@@ -5,11 +5,15 @@
 - `lambda_<dataset>_<metric>.png`: leakage against SCA / Sparse-Standard
   lambda (when the sweep has two lambdas or more);
 - `dp_epsilon_<dataset>_<metric>.png`: leakage against the DP-SGD epsilon
-  (when two DP-SGD targets or more), No-Defense as a dashed line.
+  (when two DP-SGD targets or more), No-Defense as a dashed line;
+- `verdict_<dataset>.png`: the verdict rule drawn (`sca_jax.verdict`): per
+  trained threat model and rule metric, each target's paired difference to
+  No-Defense with its interval, against the 3-std line a defense must pass.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from sca_jax import report  # pylint: disable=wrong-import-position
 from sca_jax import results as results_lib  # pylint: disable=wrong-import-position
+from sca_jax import verdict  # pylint: disable=wrong-import-position
 
 LAMBDA_DEFENSES = ("sca", "sparse_standard")
 
@@ -76,7 +81,78 @@ def write_figures(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
                "lambda")
       _against(dataset, metric, panels, names, stat, targets, out, written,
                "dp_epsilon")
+    points = verdict_points(summary, dataset)
+    if points:
+      _verdict_figure(dataset, points, out, written)
   return written
+
+
+def verdict_points(summary: list[dict[str, Any]],
+                   dataset: str) -> list[dict[str, Any]]:
+  """What `verdict_<dataset>.png` draws: per (trained threat model, rule
+  metric, target), the paired difference target - No-Defense with its
+  bootstrap interval (NaN with one pair), the rule's line -3 No-Defense
+  std, and the target's decision at that threat model."""
+  stat = verdict.index(summary)
+  targets = sorted({r["target"] for r in summary if r["dataset"] == dataset
+                    and r["target"] != verdict.BASELINE})
+  points = []
+  for threat in verdict.TRAINED:
+    for target in targets:
+      judged = verdict.judge(summary, dataset, target, threat)
+      for metric, v in judged["metrics"].items():
+        r = stat[dataset, target, threat, metric]
+        points.append(dict(
+            threat=threat, metric=metric, target=target,
+            diff=r.get("diff_mean", -v["drop"]),
+            low=r.get("diff_ci_low", math.nan),
+            high=r.get("diff_ci_high", math.nan),
+            line=-v["threshold"], decision=judged["decision"]))
+  return points
+
+
+_DECISION_COLOR = {"defends": "tab:green", "does not defend": "tab:red",
+                   "anecdote": "tab:gray"}
+
+
+def _verdict_figure(dataset: str, points: list[dict[str, Any]], out: Path,
+                    written: list[Path]) -> None:
+  threats = [t for t in verdict.TRAINED if any(p["threat"] == t
+                                               for p in points)]
+  metrics = [m for m in verdict.RULE_METRICS if any(p["metric"] == m
+                                                    for p in points)]
+  targets = sorted({p["target"] for p in points})
+  fig, axes = plt.subplots(
+      len(metrics), len(threats), squeeze=False,
+      figsize=(4.4 * len(threats), 0.9 + (0.28 * len(targets) + 0.9)
+               * len(metrics)))
+  fig.suptitle(f"{dataset}: target - No-Defense (paired, 95% interval); "
+               "a defense must fall left of the dashed line (-3 No-Defense "
+               "std) in every row\nred: does not defend, gray: anecdote "
+               "(< 3 seeds, hollow), green: defends", fontsize=9)
+  for i, metric in enumerate(metrics):
+    for j, threat in enumerate(threats):
+      ax = axes[i, j]
+      mine = {p["target"]: p for p in points
+              if p["metric"] == metric and p["threat"] == threat}
+      for y, target in enumerate(targets):
+        p = mine.get(target)
+        if p is None:
+          continue
+        color = _DECISION_COLOR[p["decision"]]
+        if not math.isnan(p["low"]):
+          ax.plot([p["low"], p["high"]], [y, y], color=color, lw=1.5)
+        ax.plot(p["diff"], y, "o", color=color,
+                mfc="none" if p["decision"] == "anecdote" else color)
+        if not math.isnan(p["line"]):
+          ax.plot([p["line"]] * 2, [y - .4, y + .4], "--", color="k", lw=1)
+      ax.axvline(0.0, color="gray", lw=0.8)
+      ax.set_yticks(range(len(targets)))
+      ax.set_yticklabels(targets if j == 0 else [], fontsize=7)
+      ax.set_ylim(len(targets) - 0.5, -0.5)
+      ax.tick_params(axis="x", labelsize=7)
+      ax.set_title(f"{threat}: {metric}", fontsize=8)
+  _save(fig, out / f"verdict_{dataset}.png", written)
 
 
 def _frontier(dataset, metric, panels, names, stat, out, written) -> None:

@@ -93,7 +93,8 @@ def test_write_report_tables_figures_and_readme(tmp_path, monkeypatch):
   names = sorted(p.name for p in out.iterdir())
   assert names == ["dp_epsilon_mnist_psnr.png", "frontier_mnist_psnr.png",
                    "headline.md", "lambda_mnist_psnr.png", "per_seed.md",
-                   "summary.csv", "summary.md", "verdict.md"]
+                   "summary.csv", "summary.md", "verdict.md",
+                   "verdict_mnist.png"]
   md = (out / "summary.md").read_text()
   assert "### mnist: split" in md and "| sca_lam0.1 | 19.1 ± 0.1414" in md
   text = readme.read_text()
@@ -161,3 +162,25 @@ def test_committed_verdict_tables_are_what_the_code_makes_of_the_cells():
   assert report.headline_markdown(summary) in (out / "headline.md").read_text()
   assert report.per_seed_markdown(rows) in (out / "per_seed.md").read_text()
   assert verdict.verdict_markdown(summary) in (out / "verdict.md").read_text()
+
+
+def test_verdict_points_paired_differences_rule_line_and_decisions():
+  from sca_jax import report_figures  # pylint: disable=g-import-not-at-top
+  rows = (_rows("no_defense", "no_defense", {0: 20.0, 1: 21.0, 2: 22.0})
+          + _rows("sca", "sca", {0: 16.0, 1: 17.0, 2: 18.0})
+          + _rows("one_seed", "mid", {1: 20.5})
+          + _rows("sca", "sca", {0: 5.0, 1: 5.0, 2: 5.0}, threat="split_replay"))
+  points = report_figures.verdict_points(report.aggregate(rows), "mnist")
+  # Only the trained threat models the rule judges; replays never count.
+  assert {p["threat"] for p in points} == {"split"}
+  by_target = {p["target"]: p for p in points}
+  sca, one = by_target["sca"], by_target["one_seed"]
+  # Paired differences -4, -4, -4: interval [-4, -4]; No-Defense std 1, so
+  # the rule's line is at -3. PSNR alone passes, but a defense must pass
+  # every rule metric: "does not defend".
+  assert (sca["diff"], sca["low"], sca["high"]) == (-4.0, -4.0, -4.0)
+  assert sca["line"] == pytest.approx(-3.0)
+  assert sca["decision"] == "does not defend"
+  # One seed: paired with No-Defense seed 1 only, no interval, an anecdote.
+  assert one["diff"] == pytest.approx(-0.5) and math.isnan(one["low"])
+  assert one["decision"] == "anecdote"
