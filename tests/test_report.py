@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sca_jax import report
+from sca_jax import report_figures
 from sca_jax import results as results_lib
 from sca_jax import verdict
 
@@ -165,11 +166,11 @@ def test_committed_verdict_tables_are_what_the_code_makes_of_the_cells():
 
 
 def test_verdict_points_paired_differences_rule_line_and_decisions():
-  from sca_jax import report_figures  # pylint: disable=g-import-not-at-top
   rows = (_rows("no_defense", "no_defense", {0: 20.0, 1: 21.0, 2: 22.0})
           + _rows("sca", "sca", {0: 16.0, 1: 17.0, 2: 18.0})
           + _rows("one_seed", "mid", {1: 20.5})
-          + _rows("sca", "sca", {0: 5.0, 1: 5.0, 2: 5.0}, threat="split_replay"))
+          + _rows("sca", "sca", {0: 5.0, 1: 5.0, 2: 5.0},
+                  threat="split_replay"))
   points = report_figures.verdict_points(report.aggregate(rows), "mnist")
   # Only the trained threat models the rule judges; replays never count.
   assert {p["threat"] for p in points} == {"split"}
