@@ -158,6 +158,15 @@ def test_faithful_protocol_builds_the_papers_stride_one_targets(name):
   nets = {n: c.attack[n].net for n in c.attack if "net" in c.attack[n]}
   assert nets.pop("first_layer") == nets.pop("first_layer_averaged") == "mlp"
   assert set(nets.values()) == {"deconv"} and "split_replay" in nets
+  # Each adaptive `<attack>_averaged` is its base attacker on averaged
+  # queries: every other setting equal (a first_layer_averaged left at batch
+  # 16 and 50 epochs diverged where first_layer, at 64 and 20, did not).
+  for n in c.attack:
+    if n.endswith("_averaged"):
+      base = c.attack[n[:-len("_averaged")]].to_dict()
+      averaged = c.attack[n].to_dict()
+      assert averaged.pop("queries") > 1 == base.pop("queries", 1)
+      assert averaged == base, n
   assert c.umap is True
   attacks.validate(c)
   c.defense.features = (4, 6)  # small widths: the build is what is checked
