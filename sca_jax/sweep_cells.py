@@ -233,8 +233,11 @@ def is_finished(cell: Cell, root: str | Path) -> bool:
     base = _as_json(config_lib.base_config().to_dict())
     built = _as_json(config.to_dict())
     # Fields the cell's defense never reads (e.g. a No-Defense target's LCA
-    # settings, changed by its protocol for the sparse targets) do not count.
-    saved, built = ({**c, "defense": read_fields(c["defense"])}
+    # settings, changed by its protocol for the sparse targets) do not count,
+    # nor do the settings of attacks the cell does not run.
+    saved, built = ({**c, "defense": read_fields(c["defense"]),
+                     "attack": {k: v for k, v in c.get("attack", {}).items()
+                                if k in c.get("attacks", ())}}
                     for c in (saved, built))
   except Exception:  # pylint: disable=broad-except
     return False

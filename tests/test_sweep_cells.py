@@ -93,6 +93,16 @@ def test_finished_only_for_results_of_the_same_config(tmp_path, monkeypatch):
   del saved["defense"]["lam"]
   results.write_text(json.dumps({"config": saved}))
   assert not sweep_cells.is_finished(cell, tmp_path)
+  # Settings of an attack the cell does not run cannot change its results;
+  # those of an attack it runs can.
+  saved = config.to_dict()
+  assert "split_averaged" not in saved["attacks"]
+  saved["attack"]["split_averaged"]["epochs"] += 1
+  results.write_text(json.dumps({"config": saved}))
+  assert sweep_cells.is_finished(cell, tmp_path)
+  saved["attack"][saved["attacks"][0]]["epochs"] += 1
+  results.write_text(json.dumps({"config": saved}))
+  assert not sweep_cells.is_finished(cell, tmp_path)
   config.defense.lam = 0.5  # results of another experiment: rerun
   results.write_text(json.dumps({"config": config.to_dict()}))
   assert not sweep_cells.is_finished(cell, tmp_path)
@@ -218,3 +228,16 @@ def test_verdict_lambda_01_solves_its_image_layer_longer(monkeypatch):
             else config_lib.FAITHFUL_LAYER_ITERS)
     assert n == want, name
   assert sum("/sca_lam0.1/" in name for name in iters) == 6
+
+
+def test_committed_verdict_cells_still_count_as_finished(monkeypatch):
+  # A protocol change that touches no setting these cells ran with must not
+  # send the grid back to retrain them (session 19: a change to an attack
+  # none of them runs made every committed cell look unfinished).
+  monkeypatch.chdir(REPO)
+  root = REPO / "results" / "verdict" / "cells"
+  cells = sweep_cells.expand(sweep_cells.load_sweep("sweeps/verdict.py"))
+  committed = [c for c in cells if (c.workdir(root) / "results.json").exists()]
+  assert len(committed) >= 27
+  assert [c.name for c in committed
+          if not sweep_cells.is_finished(c, root)] == []
