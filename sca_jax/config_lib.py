@@ -23,6 +23,7 @@ from typing import Any, Callable
 import ml_collections
 
 from sca_jax import attacks
+from sca_jax.attacks import inversion
 from sca_jax import results as results_lib
 from sca_jax.data import SOURCES
 from sca_jax.data.info import describe
@@ -321,22 +322,6 @@ def faithful_protocol(c: ml_collections.ConfigDict
   return c
 
 
-def average_as_base(attack: ml_collections.ConfigDict) -> None:
-  """Each `<base>_averaged` attack: its base's settings on its queries.
-
-  The averaged variants are the base attacker on averaged queries, so a
-  protocol sets the base only; this keeps them in step (a first_layer_averaged
-  once kept batch 16 and 50 epochs after first_layer moved to 64 and 20, and
-  its training loss rose after epoch 3).
-  """
-  for name in attack:
-    base = name.removesuffix("_averaged")
-    if base != name and base in attack:
-      queries = attack[name].queries
-      attack[name] = ml_collections.ConfigDict(attack[base].to_dict())
-      attack[name].queries = queries
-
-
 def make_config(defense: str = "sca", dataset: str = "mnist",
                 protocol: str = "default", imports: tuple[str, ...] = ()
                 ) -> ml_collections.ConfigDict:
@@ -359,7 +344,7 @@ def make_config(defense: str = "sca", dataset: str = "mnist",
   c.defense.name = defense
   c.defense.model = spec.model
   apply_protocol(c)
-  average_as_base(c.attack)
+  inversion.average_as_base(c.attack)  # protocols set base attacks only
   for field, value in (spec.defaults(protocol == "paper")
                        if spec.defaults else {}).items():
     c.defense[field] = value

@@ -223,3 +223,11 @@ def test_train_step_is_pure(mnist):
   assert all(np.array_equal(a, b) for a, b in zip(before, leaves(state)))
   assert not all(np.array_equal(a, b) for a, b in
                  zip(leaves(state.rest), leaves(s1.rest)))
+
+
+def test_a_protocols_base_attack_settings_reach_its_averaged_variant():
+  attack = attacks.default_config().attack
+  attack.split.epochs, attack.split.net = 7, "mlp"
+  inversion.average_as_base(attack)
+  assert (attack.split_averaged.epochs, attack.split_averaged.net) == (7, "mlp")
+  assert (attack.split_averaged.queries, attack.split.queries) == (16, 1)

@@ -52,15 +52,6 @@ def test_averaged_variants_average_sixteen_queries_on_their_leaks():
       "last_hidden")
 
 
-def test_a_protocols_base_attack_settings_reach_its_averaged_variant():
-  attack = attacks.default_config().attack
-  attack.split.epochs, attack.split.net = 7, "mlp"
-  config_lib.average_as_base(attack)
-  assert (attack.split_averaged.epochs, attack.split_averaged.net) == (7, "mlp")
-  assert (attack.split_averaged.queries, attack.split.queries) == (16, 1)
-  assert attack.first_layer_averaged.epochs == attack.first_layer.epochs
-
-
 def test_unknown_defense_or_argument_is_refused_by_name():
   with pytest.raises(ValueError, match="defense.name"):
     config_lib.get_config(None, name="nope", dataset="mnist")

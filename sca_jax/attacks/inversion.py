@@ -89,6 +89,22 @@ def register_inversion_attack(name: str, description: str,
   return register(name, description, {})
 
 
+def average_as_base(attack: ml_collections.ConfigDict) -> None:
+  """Gives each `<name>_averaged` in `attack` its base's settings, in place.
+
+  The variant is the base attacker on averaged queries, so only `queries`
+  is its own; a protocol sets the base (a first_layer_averaged once kept
+  batch 16 and 50 epochs after first_layer moved to 64 and 20, and its
+  training loss rose after epoch 3).
+  """
+  for name in attack:
+    base = name.removesuffix("_averaged")
+    if base != name and base in attack:
+      queries = attack[name].queries
+      attack[name] = ml_collections.ConfigDict(attack[base].to_dict())
+      attack[name].queries = queries
+
+
 def standardizer(reps_N: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
   """Per-feature (flat leaks) or per-channel (spatial leaks) standardisation.
 
